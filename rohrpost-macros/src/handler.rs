@@ -1,0 +1,202 @@
+//! `#[rohrpost_handler]`: parse the names and the function, validate, expand.
+
+use std::collections::HashSet;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, ReturnType, Token, Type};
+
+/// More arguments than this and the call would be unreadable anyway.
+const MAX_ARGUMENTS: usize = 12;
+
+pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let function: ItemFn = syn::parse2(item)?;
+    let names = parse_names(args, &function)?;
+    validate(&function)?;
+    Ok(generate(&function, &names))
+}
+
+/// The message types: string literals, or the function's own name when none are given.
+fn parse_names(args: TokenStream, function: &ItemFn) -> syn::Result<Vec<LitStr>> {
+    let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(args)?;
+    if exprs.is_empty() {
+        let ident = &function.sig.ident;
+        let name = ident.to_string();
+        let name = name.strip_prefix("r#").unwrap_or(&name);
+        return Ok(vec![LitStr::new(name, ident.span())]);
+    }
+    let mut seen = HashSet::new();
+    let mut names = Vec::with_capacity(exprs.len());
+    for expr in exprs {
+        let name = match expr {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(name),
+                ..
+            }) => name,
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "a handler name must be a string literal, like `\"ping\"`",
+                ))
+            }
+        };
+        let value = name.value();
+        if value.is_empty() {
+            return Err(syn::Error::new(
+                name.span(),
+                "a handler name cannot be empty",
+            ));
+        }
+        if !seen.insert(value.clone()) {
+            return Err(syn::Error::new(
+                name.span(),
+                format!("the handler name \"{value}\" is listed twice"),
+            ));
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Everything the runtime cannot call, reported at the token at fault.
+fn validate(function: &ItemFn) -> syn::Result<()> {
+    let sig = &function.sig;
+    if let Some(constness) = &sig.constness {
+        return Err(syn::Error::new(
+            constness.span(),
+            "a rohrpost handler cannot be a `const fn`",
+        ));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        return Err(syn::Error::new(
+            unsafety.span(),
+            "a rohrpost handler cannot be an `unsafe fn`",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        return Err(syn::Error::new(
+            abi.span(),
+            "a rohrpost handler cannot have an `extern` ABI",
+        ));
+    }
+    if sig.asyncness.is_none() {
+        return Err(syn::Error::new(
+            sig.fn_token.span(),
+            "rohrpost handlers must be `async fn`s",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a rohrpost handler cannot be generic: the runtime must know its argument types",
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new(
+            variadic.span(),
+            "a rohrpost handler cannot be variadic",
+        ));
+    }
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => {
+                return Err(syn::Error::new(
+                    receiver.span(),
+                    "a rohrpost handler cannot take `self`: write a free `async fn`",
+                ))
+            }
+            FnArg::Typed(arg) => validate_argument_type(&arg.ty)?,
+        }
+    }
+    if let Some(extra) = sig.inputs.iter().nth(MAX_ARGUMENTS) {
+        return Err(syn::Error::new(
+            extra.span(),
+            format!("a rohrpost handler takes at most {MAX_ARGUMENTS} arguments"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_argument_type(ty: &Type) -> syn::Result<()> {
+    match ty {
+        Type::Reference(reference) => Err(syn::Error::new(
+            reference.and_token.span(),
+            "handler arguments are taken by value: the request is gone once the handler \
+             returns (take `Request`, `Data<T>` or `Connection` instead)",
+        )),
+        Type::ImplTrait(_) => Err(syn::Error::new(
+            ty.span(),
+            "a rohrpost handler cannot take `impl Trait` arguments: name the type",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn generate(function: &ItemFn, names: &[LitStr]) -> TokenStream {
+    let ident = &function.sig.ident;
+    let function_name = names_function(ident);
+    let arguments: Vec<_> = (0..function.sig.inputs.len())
+        .map(|i| format_ident!("__rohrpost_arg{}", i))
+        .collect();
+    let extractions = function
+        .sig
+        .inputs
+        .iter()
+        .zip(&arguments)
+        .map(|(input, argument)| {
+            let FnArg::Typed(arg) = input else {
+                unreachable!("validated: no receivers")
+            };
+            let ty = &arg.ty;
+            // Spanned at the type, so that a type that is not an extractor is reported there.
+            quote_spanned! {ty.span()=>
+                let #argument: #ty = match ::rohrpost::__private::extract::<#ty>(&__rohrpost_cx) {
+                    ::core::result::Result::Ok(value) => value,
+                    ::core::result::Result::Err(error) => return ::rohrpost::Reply::error(error),
+                };
+            }
+        });
+    let output_span = match &function.sig.output {
+        ReturnType::Default => ident.span(),
+        ReturnType::Type(_, ty) => ty.span(),
+    };
+    let reply = quote_spanned! {output_span=>
+        ::rohrpost::__private::into_reply(__rohrpost_output, &__rohrpost_cx)
+    };
+    let boxed = quote_spanned! {ident.span()=>
+        ::std::boxed::Box::pin(__rohrpost_future)
+    };
+    quote! {
+        #function
+
+        #[doc(hidden)]
+        const _: () = {
+            fn __rohrpost_call(
+                __rohrpost_cx: ::rohrpost::RequestContext,
+            ) -> ::rohrpost::__private::BoxFuture<'static, ::rohrpost::Reply> {
+                let __rohrpost_future = async move {
+                    #(#extractions)*
+                    let __rohrpost_output = #ident(#(#arguments),*).await;
+                    #reply
+                };
+                #boxed
+            }
+
+            ::rohrpost::__private::inventory::submit! {
+                ::rohrpost::__private::HandlerEntry::new(
+                    &[#(#names),*],
+                    ::core::concat!(::core::module_path!(), "::", #function_name),
+                    __rohrpost_call,
+                )
+            }
+        };
+    }
+}
+
+fn names_function(ident: &syn::Ident) -> LitStr {
+    let name = ident.to_string();
+    LitStr::new(name.strip_prefix("r#").unwrap_or(&name), Span::call_site())
+}

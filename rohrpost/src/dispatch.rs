@@ -1,0 +1,219 @@
+//! One text frame → validated request → handler → reply, with the protocol's error table.
+//!
+//! | input | reply |
+//! | --- | --- |
+//! | empty frame | `{"error": "Received empty message."}` |
+//! | not JSON | `{"error": "Could not decode JSON message. Error: <parser detail>"}` |
+//! | JSON but not an object | `{"error": "Expected a JSON object as message."}` |
+//! | no `type` (checked first), then no `id` | `{"error": "Missing required field 'type'."}` / `'id'.` |
+//! | `type` not a string | `{"id": <id>, "error": "Field 'type' must be a string."}` |
+//! | `type` names no handler | `{"id", "type", "error": "Unknown message type '<type>'."}` |
+//! | handler fails or panics | `{"id", "type", "error": "<message>"}`, connection stays open |
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use serde_json::{Map, Value};
+
+use crate::error::INTERNAL_ERROR;
+use crate::handler::{Reply, ReplyKind, RequestContext};
+use crate::message::{reply_json, Message};
+use crate::registry::Registered;
+use crate::state::TypeMap;
+use crate::{Connection, Handlers, Request};
+
+/// What every connection of a server shares: its handlers and its application state.
+pub(crate) struct Dispatcher {
+    handlers: Handlers,
+    state: Arc<TypeMap>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(handlers: Handlers, state: TypeMap) -> Self {
+        Self {
+            handlers,
+            state: Arc::new(state),
+        }
+    }
+
+    /// Handles one text frame and returns the reply to send, if any.
+    pub(crate) async fn dispatch(&self, text: &str, connection: &Connection) -> Option<String> {
+        let request = match parse(text) {
+            Ok(request) => request,
+            Err(reply) => return Some(reply),
+        };
+        match self.handlers.get(&request.message_type) {
+            Some(handler) => self.run(handler, request, connection).await,
+            None if request.message_type == "ping" => Some(pong(&request)),
+            None => {
+                let error = format!("Unknown message type '{}'.", request.message_type);
+                Some(reply_to(
+                    &request.id,
+                    &request.message_type,
+                    Message::error(error),
+                ))
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        handler: &Registered,
+        request: Request,
+        connection: &Connection,
+    ) -> Option<String> {
+        let id = request.id.clone();
+        let message_type = request.message_type.clone();
+        let cx = RequestContext {
+            request,
+            connection: connection.clone(),
+            state: self.state.clone(),
+        };
+        let outcome = AssertUnwindSafe((handler.call)(cx)).catch_unwind().await;
+        let error = match outcome {
+            Ok(Reply(ReplyKind::Nothing)) => return None,
+            Ok(Reply(ReplyKind::Text(text))) => return Some(text),
+            Ok(Reply(ReplyKind::Error(error))) => error,
+            Err(panic) => {
+                tracing::error!(
+                    handler = %handler.function,
+                    message_type = %message_type,
+                    panic = panic_message(&*panic),
+                    "handler panicked"
+                );
+                return Some(reply_to(&id, &message_type, Message::error(INTERNAL_ERROR)));
+            }
+        };
+        if error.is_internal() {
+            tracing::error!(
+                handler = %handler.function,
+                message_type = %message_type,
+                error = %error,
+                "handler failed"
+            );
+        }
+        let mut reply = Message::error(error.client_error());
+        if let Some(data) = error.data() {
+            reply = reply.with_data(data.clone());
+        }
+        Some(reply_to(&id, &message_type, reply))
+    }
+}
+
+/// `message` with the request's id and type: `{"id", "type", "data"?, "error"}`.
+fn reply_to(id: &Value, message_type: &str, message: Message) -> String {
+    json_of(message.with_id(id.clone()).with_type(message_type))
+}
+
+/// The JSON of a message that has at least one field set.
+fn json_of(message: Message) -> String {
+    message.to_json().unwrap_or_default()
+}
+
+fn bare_error(error: &str) -> String {
+    json_of(Message::error(error))
+}
+
+/// Checks a frame against the protocol and splits it into a [`Request`]; on failure, the
+/// error reply to send.
+pub(crate) fn parse(text: &str) -> Result<Request, String> {
+    if text.is_empty() {
+        return Err(bare_error("Received empty message."));
+    }
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| bare_error(&format!("Could not decode JSON message. Error: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(bare_error("Expected a JSON object as message."));
+    };
+    let Some(message_type) = fields.remove("type") else {
+        return Err(bare_error("Missing required field 'type'."));
+    };
+    let Some(id) = fields.remove("id") else {
+        return Err(bare_error("Missing required field 'id'."));
+    };
+    let Value::String(message_type) = message_type else {
+        let reply = Message::error("Field 'type' must be a string.").with_id(id);
+        return Err(json_of(reply));
+    };
+    let data = fields.remove("data");
+    Ok(Request {
+        id,
+        message_type,
+        data,
+        fields,
+    })
+}
+
+/// The built-in `ping`: `{"id", "type": "pong"}`, with `data` as given when it is an
+/// object, wrapped as `{"data": …}` otherwise, and left out when absent or `null`.
+fn pong(request: &Request) -> String {
+    let data = match &request.data {
+        None | Some(Value::Null) => None,
+        Some(object @ Value::Object(_)) => Some(object.clone()),
+        Some(other) => Some(Value::Object(Map::from_iter([(
+            "data".to_owned(),
+            other.clone(),
+        )]))),
+    };
+    // Serializing a `Value` cannot fail.
+    reply_json(&request.id, "pong", &data).unwrap_or_default()
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "(not a string)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_keeps_every_top_level_field() {
+        let request = parse(r#"{"id":0,"type":"t","data":{},"auth_jwt":"tok","x":[1]}"#).unwrap();
+        assert_eq!(request.id, Value::from(0));
+        assert_eq!(request.message_type, "t");
+        assert_eq!(request.data, Some(Value::Object(Map::new())));
+        assert_eq!(request.fields.len(), 2);
+        assert_eq!(request.fields["auth_jwt"], "tok");
+    }
+
+    #[test]
+    fn type_is_checked_before_id() {
+        assert_eq!(
+            parse("{}").unwrap_err(),
+            r#"{"error":"Missing required field 'type'."}"#
+        );
+        assert_eq!(
+            parse(r#"{"type":"x"}"#).unwrap_err(),
+            r#"{"error":"Missing required field 'id'."}"#
+        );
+    }
+
+    #[test]
+    fn pong_wraps_non_objects() {
+        let ping = |data: Option<Value>| {
+            pong(&Request {
+                id: Value::from(7),
+                message_type: "ping".into(),
+                data,
+                fields: Map::new(),
+            })
+        };
+        assert_eq!(ping(None), r#"{"id":7,"type":"pong"}"#);
+        assert_eq!(
+            ping(Some(Value::from(1))),
+            r#"{"id":7,"type":"pong","data":{"data":1}}"#
+        );
+        assert_eq!(
+            ping(Some(Value::Object(Map::new()))),
+            r#"{"id":7,"type":"pong","data":{}}"#
+        );
+    }
+}

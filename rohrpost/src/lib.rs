@@ -1,0 +1,117 @@
+//! # rohrpost
+//!
+//! A small, fast framework for JSON-over-WebSocket protocols, wire-compatible with
+//! [rohrpost](https://rohrpost.readthedocs.io/) for Django Channels and its browser client
+//! rohrpost.js.
+//!
+//! Every message is one JSON object in a text frame: `{"id": …, "type": "…", "data": …}`.
+//! The `type` picks the handler; the handler's return value becomes the reply
+//! `{"id": …, "type": …, "data": …}` (or `{"id", "type", "error"}`), with the request's `id`
+//! echoed unchanged. A built-in `ping` answers `pong`.
+//!
+//! Handlers are plain `async fn`s registered with [`#[rohrpost_handler]`](rohrpost_handler):
+//! they are collected at link time, so nothing has to be listed by hand. Their arguments are
+//! extracted from the request ([`Request`], [`Data<T>`], [`Connection`], [`State<T>`]) and
+//! their return value is turned into the reply ([`IntoReply`]).
+//!
+//! ```
+//! use rohrpost::prelude::*;
+//!
+//! #[rohrpost_handler("echo")]
+//! async fn echo(req: Request) -> Option<Value> {
+//!     req.data
+//! }
+//!
+//! #[derive(Deserialize)]
+//! struct Add { a: i64, b: i64 }
+//!
+//! #[rohrpost_handler("add", "sum")]
+//! async fn add(Data(add): Data<Add>) -> Result<i64, Error> {
+//!     add.a.checked_add(add.b).ok_or_else(|| Error::new("Overflow."))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::bind("127.0.0.1:0").await?;
+//! println!("listening on {}", server.url()); // ws://127.0.0.1:…/rohrpost/
+//! # let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! # drop(stop);
+//! server.serve_until(async { let _ = stopped.await; }).await;
+//! # Ok(()) }
+//! ```
+//!
+//! A handler's panic becomes the error reply `"Internal server error."`; the connection
+//! stays open. Errors converted with `?` are logged (with [`tracing`](https://docs.rs/tracing))
+//! and hidden from the client in the same way; [`Error::new`] sends its message.
+//!
+//! ## Linking
+//! Registration uses [`inventory`](https://docs.rs/inventory): a handler defined in a
+//! library crate that the program never references may not be linked in, and is then
+//! missing. Reference something of that crate from the program, or build the set by hand
+//! with [`Handlers`].
+#![warn(missing_docs)]
+
+mod connection;
+mod dispatch;
+mod error;
+mod handler;
+mod message;
+mod registry;
+mod server;
+mod state;
+
+pub use connection::{Connection, SendError};
+pub use error::{Error, INTERNAL_ERROR};
+pub use handler::{
+    Data, FromRequest, Handler, IntoReply, Json, NoReply, Reply, RequestContext, RequestId,
+};
+pub use message::{EmptyMessage, Message, Request};
+pub use registry::{DuplicateHandler, Handlers};
+pub use server::{
+    shutdown_signal, Server, ServerBuilder, ServerError, BINARY_FRAME_ERROR, DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_PATH,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
+pub use state::{MissingState, State};
+
+/// Registers an `async fn` as the handler of one or more message types.
+///
+/// `#[rohrpost_handler("ping", "echo")]` registers the function under each name given;
+/// `#[rohrpost_handler]` registers it under its own name. The function itself is left
+/// unchanged, so it can be called (and tested) directly.
+///
+/// Every argument must implement [`FromRequest`] and the return type [`IntoReply`]; the
+/// macro points at the offending token otherwise. Handlers must be free `async fn`s without
+/// `self` or generics.
+///
+/// ```
+/// use rohrpost::prelude::*;
+///
+/// #[rohrpost_handler]
+/// async fn hello() -> &'static str {
+///     "hello"
+/// }
+/// ```
+pub use rohrpost_macros::rohrpost_handler;
+
+/// The names most handlers need: `use rohrpost::prelude::*;`.
+///
+/// Deriving `Serialize`/`Deserialize` needs `serde` (with its `derive` feature) among your
+/// own dependencies, as for every serde-based crate.
+pub mod prelude {
+    pub use crate::{
+        rohrpost_handler, Connection, Data, Error, Handlers, Json, Message, NoReply, Request,
+        RequestId, Server, State,
+    };
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::{json, Value};
+}
+
+/// What the macros' output names; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::handler::{extract, into_reply};
+    pub use crate::registry::HandlerEntry;
+    pub use futures_util::future::BoxFuture;
+    pub use inventory;
+}

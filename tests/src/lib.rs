@@ -1,0 +1,182 @@
+//! Helpers for the integration tests: a server on a free port and a WebSocket client that
+//! speaks JSON.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rohrpost::{Server, ServerBuilder};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A server running in the background on 127.0.0.1 and a free port.
+pub struct TestServer {
+    /// `ws://127.0.0.1:PORT/rohrpost/` (or the configured path).
+    pub url: String,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server with every `#[rohrpost_handler]` of the test binary.
+    pub async fn start() -> Self {
+        Self::with(Server::builder()).await
+    }
+
+    /// Starts a server from a configured builder.
+    pub async fn with(builder: ServerBuilder) -> Self {
+        let server = builder.bind("127.0.0.1:0").await.expect("server starts");
+        let url = server.url();
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            url,
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Connects a client.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url).await
+    }
+
+    /// Begins a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down gracefully and waits until the server has stopped.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task ends without panic");
+    }
+}
+
+/// A WebSocket client for tests.
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What a client saw instead of a text frame.
+#[derive(Debug, PartialEq)]
+pub enum Event {
+    /// A text frame.
+    Text(String),
+    /// A close frame (code and reason), or `None` when the socket ended without one.
+    Closed(Option<(u16, String)>),
+}
+
+impl Client {
+    /// Connects to `url`, panicking when the handshake fails.
+    pub async fn connect(url: &str) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("handshake succeeds");
+        Self { socket }
+    }
+
+    /// Sends one text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.socket
+            .send(Frame::Text(text.into().into()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// Sends one frame of any kind.
+    pub async fn send_frame(&mut self, frame: Frame) {
+        self.socket.send(frame).await.expect("frame sent");
+    }
+
+    /// Sends a JSON value as a text frame.
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(value.to_string()).await;
+    }
+
+    /// The next text frame or close, skipping pings and pongs; fails after [`TIMEOUT`].
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.socket.next())
+                .await
+                .expect("a frame arrives in time");
+            match frame {
+                Some(Ok(Frame::Text(text))) => return Event::Text(text.to_string()),
+                Some(Ok(Frame::Close(frame))) => {
+                    return Event::Closed(
+                        frame.map(|CloseFrame { code, reason }| {
+                            (u16::from(code), reason.to_string())
+                        }),
+                    )
+                }
+                Some(Ok(Frame::Binary(_))) => panic!("the server sent a binary frame"),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Event::Closed(None),
+            }
+        }
+    }
+
+    /// The next text frame, as JSON.
+    pub async fn recv_json(&mut self) -> Value {
+        match self.next_event().await {
+            Event::Text(text) => serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("the server sent invalid JSON {text:?}: {e}")),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next text frame, as text.
+    pub async fn recv_text(&mut self) -> String {
+        match self.next_event().await {
+            Event::Text(text) => text,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Sends `request` and returns the reply.
+    pub async fn call(&mut self, request: Value) -> Value {
+        self.send_json(request).await;
+        self.recv_json().await
+    }
+
+    /// Waits for the close frame, skipping text frames; returns its code and reason.
+    pub async fn expect_close(&mut self) -> Option<(u16, String)> {
+        loop {
+            if let Event::Closed(frame) = self.next_event().await {
+                return frame;
+            }
+        }
+    }
+
+    /// Asserts that no text frame arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(Ok(Frame::Text(text)))) =
+            tokio::time::timeout(wait, self.socket.next()).await
+        {
+            panic!("expected no message, got {text}");
+        }
+    }
+
+    /// Closes the connection from the client's side.
+    pub async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
