@@ -37,8 +37,8 @@ fn parse_names(args: TokenStream, function: &ItemFn) -> syn::Result<Vec<LitStr>>
                 ..
             }) => name,
             other => {
-                return Err(syn::Error::new(
-                    other.span(),
+                return Err(syn::Error::new_spanned(
+                    other,
                     "a handler name must be a string literal, like `\"ping\"`",
                 ))
             }
@@ -89,8 +89,8 @@ fn validate(function: &ItemFn) -> syn::Result<()> {
         ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
             "a rohrpost handler cannot be generic: the runtime must know its argument types",
         ));
     }
@@ -103,8 +103,8 @@ fn validate(function: &ItemFn) -> syn::Result<()> {
     for input in &sig.inputs {
         match input {
             FnArg::Receiver(receiver) => {
-                return Err(syn::Error::new(
-                    receiver.span(),
+                return Err(syn::Error::new_spanned(
+                    receiver,
                     "a rohrpost handler cannot take `self`: write a free `async fn`",
                 ))
             }
@@ -112,8 +112,8 @@ fn validate(function: &ItemFn) -> syn::Result<()> {
         }
     }
     if let Some(extra) = sig.inputs.iter().nth(MAX_ARGUMENTS) {
-        return Err(syn::Error::new(
-            extra.span(),
+        return Err(syn::Error::new_spanned(
+            extra,
             format!("a rohrpost handler takes at most {MAX_ARGUMENTS} arguments"),
         ));
     }
@@ -122,13 +122,13 @@ fn validate(function: &ItemFn) -> syn::Result<()> {
 
 fn validate_argument_type(ty: &Type) -> syn::Result<()> {
     match ty {
-        Type::Reference(reference) => Err(syn::Error::new(
-            reference.and_token.span(),
+        Type::Reference(reference) => Err(syn::Error::new_spanned(
+            reference,
             "handler arguments are taken by value: the request is gone once the handler \
              returns (take `Request`, `Data<T>` or `Connection` instead)",
         )),
-        Type::ImplTrait(_) => Err(syn::Error::new(
-            ty.span(),
+        Type::ImplTrait(_) => Err(syn::Error::new_spanned(
+            ty,
             "a rohrpost handler cannot take `impl Trait` arguments: name the type",
         )),
         _ => Ok(()),

@@ -394,24 +394,49 @@ async fn serve_connection(
         }
     };
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let (outbound, queue) = mpsc::channel(shared.outbound_queue);
     let connection = Connection::new(id, peer, outbound, CancellationToken::new());
     tracing::debug!(connection = id, %peer, "connection opened");
-    let writer = tokio::spawn(write_loop(
-        sink,
-        queue,
-        connection.clone(),
-        shared.close_timeout,
-    ));
-    let end = read_loop(stream, &connection, &shared, &shutdown).await;
-    match end {
-        End::Shutdown => connection.close_with(1001, "server shutting down"),
-        End::Peer => connection.abort_token().cancel(),
-        End::Aborted => {}
+    // Reader and writer run in this one task, so that dropping it (shutdown timeout) drops
+    // the socket, and an idle connection costs one task.
+    let reading = async {
+        let end = read_loop(&mut stream, &connection, &shared, &shutdown).await;
+        match end {
+            End::Shutdown => connection.close_with(1001, "server shutting down"),
+            End::Peer => connection.abort_token().cancel(),
+            End::Aborted => {}
+        }
+        end
+    };
+    let writing = write_loop(sink, queue, connection.clone(), shared.close_timeout);
+    let (end, ()) = tokio::join!(reading, writing);
+    if let End::Aborted = end {
+        linger(&mut stream, shared.close_timeout.min(LINGER)).await;
     }
-    let _ = writer.await;
     tracing::debug!(connection = id, %peer, ?end, "connection closed");
+}
+
+/// The longest a refused connection is drained after its close frame.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads and discards what a refused client still sends, until it answers the close frame
+/// or the time is up: closing a socket with unread data makes the kernel send a reset, and
+/// the client would then never read the close frame that says why.
+async fn linger(stream: &mut SplitStream<Socket>, time: Duration) {
+    let _ = tokio::time::timeout(time, async {
+        while let Some(frame) = stream.next().await {
+            if let Err(
+                tungstenite::Error::Io(_)
+                | tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed,
+            ) = frame
+            {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Socket, String> {
@@ -450,7 +475,7 @@ enum End {
 }
 
 async fn read_loop(
-    mut stream: SplitStream<Socket>,
+    stream: &mut SplitStream<Socket>,
     connection: &Connection,
     shared: &Shared,
     shutdown: &CancellationToken,
@@ -523,9 +548,16 @@ async fn write_loop(
         }
     }
     if let Some(frame) = connection.take_abort_frame() {
-        let _ = tokio::time::timeout(close_timeout, sink.send(Frame::Close(Some(frame)))).await;
+        // Stopped on purpose (a slow client, a protocol error): still deliver what was
+        // accepted for it, and say why, if the client reads within the close timeout.
+        let farewell = async {
+            while let Ok(Outbound::Text(text)) = queue.try_recv() {
+                sink.feed(Frame::Text(text)).await?;
+            }
+            sink.send(Frame::Close(Some(frame))).await
+        };
+        let _ = tokio::time::timeout(close_timeout, farewell).await;
     }
-    let _ = tokio::time::timeout(close_timeout, sink.close()).await;
     // Stops the reader too, whoever ended first.
     abort.cancel();
 }

@@ -1,0 +1,302 @@
+//! The server: path, limits, frames, ordering, closing and shutdown, over real sockets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rohrpost::prelude::*;
+use rohrpost::SendError;
+use serde_json::json;
+use tests::{Client, Event, TestServer};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as RawFrame;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+#[rohrpost_handler("echo")]
+async fn echo(req: Request) -> Option<Value> {
+    req.data
+}
+
+#[rohrpost_handler("sleep")]
+async fn sleep(Data(millis): Data<u64>) -> u64 {
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    millis
+}
+
+#[rohrpost_handler("bye")]
+async fn bye(conn: Connection) -> NoReply {
+    let _ = conn.send(Message::success("last words", 1));
+    conn.close_with(4000, "bye");
+    NoReply
+}
+
+static QUEUE_FULL: AtomicUsize = AtomicUsize::new(0);
+static QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+/// Sends big messages until the client's queue is full.
+#[rohrpost_handler("flood")]
+async fn flood(conn: Connection) -> NoReply {
+    let chunk = "x".repeat(16 * 1024);
+    for n in 0..100_000 {
+        match conn.send(Message::success("flood", n).with_data(chunk.as_str())) {
+            Ok(()) => {
+                QUEUED.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(SendError::QueueFull(8)) => {
+                QUEUE_FULL.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            Err(other) => panic!("unexpected send error {other}"),
+        }
+    }
+    NoReply
+}
+
+#[tokio::test]
+async fn other_paths_are_refused_with_404() {
+    let server = TestServer::start().await;
+    let other = format!("ws://{}/other/", server.addr);
+    match tokio_tungstenite::connect_async(&other).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404)
+        }
+        Err(other) => panic!("expected HTTP 404, got {other}"),
+        Ok(_) => panic!("expected HTTP 404, got a WebSocket"),
+    }
+    // The configured path, with a query string, is served.
+    let mut client = Client::connect(&format!("{}?token=abc", server.url)).await;
+    assert_eq!(
+        client.call(json!({"id": 1, "type": "ping"})).await["type"],
+        "pong"
+    );
+}
+
+#[tokio::test]
+async fn configured_path_is_served() {
+    let server = TestServer::with(Server::builder().path("/ws")).await;
+    assert!(server.url.ends_with("/ws"));
+    let mut client = server.client().await;
+    assert_eq!(
+        client.call(json!({"id": 1, "type": "ping"})).await["type"],
+        "pong"
+    );
+    let default = format!("ws://{}/rohrpost/", server.addr);
+    assert!(tokio_tungstenite::connect_async(&default).await.is_err());
+}
+
+#[tokio::test]
+async fn invalid_path_setting_is_a_start_up_error() {
+    let error = Server::builder()
+        .path("rohrpost/")
+        .bind("127.0.0.1:0")
+        .await
+        .expect_err("a path without a leading slash is refused");
+    assert_eq!(
+        error.to_string(),
+        "invalid server setting: the path must start with '/', got \"rohrpost/\""
+    );
+}
+
+#[tokio::test]
+async fn message_over_the_size_limit_closes_with_1009() {
+    let server = TestServer::with(Server::builder().max_message_size(1000)).await;
+    let mut client = server.client().await;
+    let fits = json!({"id": 1, "type": "echo", "data": "y".repeat(900)}).to_string();
+    assert!(fits.len() <= 1000);
+    client.send_text(fits).await;
+    assert_eq!(
+        client.recv_json().await["data"].as_str().unwrap().len(),
+        900
+    );
+    let too_big = json!({"id": 2, "type": "echo", "data": "y".repeat(2000)}).to_string();
+    client.send_text(too_big).await;
+    assert_eq!(
+        client.expect_close().await,
+        Some((1009, "message too big".into()))
+    );
+}
+
+#[tokio::test]
+async fn default_size_limit_is_one_mebibyte() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let half = "z".repeat(512 * 1024);
+    assert_eq!(
+        client
+            .call(json!({"id": 1, "type": "echo", "data": half}))
+            .await["data"]
+            .as_str()
+            .map(str::len),
+        Some(512 * 1024)
+    );
+    let over = "z".repeat(rohrpost::DEFAULT_MAX_MESSAGE_SIZE + 1);
+    client.send_text(over).await;
+    assert_eq!(
+        client.expect_close().await,
+        Some((1009, "message too big".into()))
+    );
+}
+
+#[tokio::test]
+async fn binary_frame_gets_error_and_connection_stays_usable() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client
+        .send_frame(Frame::Binary(br#"{"id":1,"type":"ping"}"#.to_vec().into()))
+        .await;
+    assert_eq!(
+        client.recv_json().await,
+        json!({"error": "Binary frames are not supported: send each message as one JSON text frame."})
+    );
+    assert_eq!(
+        client.call(json!({"id": 2, "type": "ping"})).await,
+        json!({"id": 2, "type": "pong"})
+    );
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_closes_with_1007() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let frame = RawFrame::message(
+        vec![b'{', 0xff, 0xfe, b'}'],
+        OpCode::Data(OpData::Text),
+        true,
+    );
+    client.send_frame(Frame::Frame(frame)).await;
+    assert_eq!(
+        client.expect_close().await,
+        Some((1007, "text frame is not valid UTF-8".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_that_does_not_read_is_closed_with_1008_when_its_queue_is_full() {
+    let server = TestServer::with(Server::builder().outbound_queue(8)).await;
+    let mut client = server.client().await;
+    client.send_json(json!({"id": 1, "type": "flood"})).await;
+    // Not reading: the socket buffers fill, then the queue.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(QUEUE_FULL.load(Ordering::SeqCst), 1, "the handler was told");
+    let mut received = 0;
+    let close = loop {
+        match client.next_event().await {
+            Event::Text(_) => received += 1,
+            Event::Closed(frame) => break frame,
+        }
+    };
+    assert_eq!(
+        close,
+        Some((
+            1008,
+            "outbound queue full: the client is not reading".into()
+        ))
+    );
+    // Everything queued before the queue filled was delivered, in full.
+    assert_eq!(received, QUEUED.load(Ordering::SeqCst));
+    assert!(received < 100_000);
+}
+
+#[tokio::test]
+async fn messages_of_one_connection_are_handled_in_order() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let delays = [80, 0, 40, 0, 10, 0];
+    for (id, millis) in delays.iter().enumerate() {
+        client
+            .send_json(json!({"id": id, "type": "sleep", "data": millis}))
+            .await;
+    }
+    for (id, millis) in delays.iter().enumerate() {
+        assert_eq!(
+            client.recv_json().await,
+            json!({"id": id, "type": "sleep", "data": millis})
+        );
+    }
+}
+
+#[tokio::test]
+async fn connections_are_served_concurrently() {
+    let server = TestServer::start().await;
+    let mut slow = server.client().await;
+    slow.send_json(json!({"id": 1, "type": "sleep", "data": 2000}))
+        .await;
+    // While one connection's handler sleeps, 50 others are answered.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let url = server.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(&url).await;
+            for i in 0..20 {
+                let reply = client
+                    .call(json!({"id": i, "type": "echo", "data": n}))
+                    .await;
+                assert_eq!(reply, json!({"id": i, "type": "echo", "data": n}));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(2000),
+        "the others did not wait for the sleeper"
+    );
+    assert_eq!(slow.recv_json().await["data"], 2000);
+}
+
+#[tokio::test]
+async fn handler_close_delivers_queued_messages_first() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.send_json(json!({"id": 1, "type": "bye"})).await;
+    assert_eq!(
+        client.recv_json().await,
+        json!({"id": 1, "type": "last words"})
+    );
+    assert_eq!(client.expect_close().await, Some((4000, "bye".into())));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_running_handlers_reply_then_closes_with_1001() {
+    let mut server = TestServer::start().await;
+    let mut busy = server.client().await;
+    let mut idle = server.client().await;
+    busy.send_json(json!({"id": 1, "type": "sleep", "data": 300}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.begin_shutdown();
+    assert_eq!(
+        busy.recv_json().await,
+        json!({"id": 1, "type": "sleep", "data": 300})
+    );
+    assert_eq!(
+        busy.expect_close().await,
+        Some((1001, "server shutting down".into()))
+    );
+    assert_eq!(
+        idle.expect_close().await,
+        Some((1001, "server shutting down".into()))
+    );
+    let url = server.url.clone();
+    server.shutdown().await;
+    assert!(
+        tokio_tungstenite::connect_async(&url).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drops_handlers_still_running_after_the_timeout() {
+    let server =
+        TestServer::with(Server::builder().shutdown_timeout(Duration::from_millis(200))).await;
+    let mut stuck = server.client().await;
+    stuck
+        .send_json(json!({"id": 1, "type": "sleep", "data": 60_000}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    server.shutdown().await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(stuck.next_event().await, Event::Closed(None));
+}

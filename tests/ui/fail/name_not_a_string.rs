@@ -1,0 +1,6 @@
+use rohrpost::prelude::*;
+
+#[rohrpost_handler("ping", pong)]
+async fn ping() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use rohrpost::prelude::*;
+
+#[rohrpost_handler("ping")]
+async unsafe fn ping() {}
+
+fn main() {}
