@@ -4,11 +4,21 @@
 use proc_macro::TokenStream;
 
 mod handler;
+mod notify;
 
 /// Registers an `async fn` as a rohrpost handler; see `rohrpost::rohrpost_handler`.
 #[proc_macro_attribute]
 pub fn rohrpost_handler(args: TokenStream, item: TokenStream) -> TokenStream {
     handler::expand(args.into(), item.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Implements `rohrpost::notify::Notify`; see `rohrpost::notify::Notify` (the derive).
+#[proc_macro_derive(Notify, attributes(rohrpost))]
+pub fn derive_notify(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    notify::expand(input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

@@ -2,7 +2,9 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -11,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::groups::{GroupError, Groups};
 use crate::handler::{FromRequest, RequestContext};
 use crate::message::{EmptyMessage, Message};
 use crate::state::TypeMap;
@@ -30,7 +33,7 @@ use crate::Error;
 /// #[rohrpost_handler("login")]
 /// async fn login(conn: Connection, Data(name): Data<String>) -> NoReply {
 ///     conn.insert(User(name.clone()));
-///     let _ = conn.send(Message::success("welcome", 0).with_data(json!({ "name": name })));
+///     let _ = conn.send(Message::success("welcome", 0).with_data(json!({ "name": name }))).await;
 ///     NoReply
 /// }
 ///
@@ -51,7 +54,11 @@ struct Inner {
     /// Cancelled when the connection must stop at once (not in order with queued messages).
     abort: CancellationToken,
     abort_frame: Mutex<Option<CloseFrame>>,
+    /// Set once a close was queued: later sends are refused rather than lost behind it.
+    closing: AtomicBool,
+    write_timeout: Duration,
     state: Mutex<TypeMap>,
+    groups: Groups,
 }
 
 /// What the connection's writer task sends, in order.
@@ -67,14 +74,21 @@ pub enum SendError {
     /// The message had no field at all.
     #[error(transparent)]
     Empty(#[from] EmptyMessage),
-    /// The connection's outbound queue is full: the client does not read what it is sent.
-    /// The connection is closed with code 1008 rather than silently losing the message.
-    #[error("the client's outbound queue is full ({0} messages): the client is not reading, so it is being disconnected")]
+    /// The client's outbound queue is full: the client does not read what it is sent (or a
+    /// burst outgrew the queue). The connection is closed with code 1008 rather than
+    /// silently losing the message.
+    #[error("the client's outbound queue is full ({0} messages): the client is not keeping up, so it is being disconnected")]
     QueueFull(usize),
-    /// The connection is closed.
+    /// The connection is closed or closing.
     #[error("the connection is closed")]
     Closed,
+    /// [`Connection::close_with`] was given a code an endpoint may not send.
+    #[error("{0} is not a close code an endpoint may send: use 1000-1003, 1007-1014 or 3000-4999")]
+    InvalidCloseCode(u16),
 }
+
+/// The close reason for a client that does not read what it is sent.
+pub(crate) const SLOW_CLIENT: &str = "outbound queue full: the client is not reading";
 
 impl Connection {
     pub(crate) fn new(
@@ -82,6 +96,8 @@ impl Connection {
         peer: SocketAddr,
         outbound: mpsc::Sender<Outbound>,
         abort: CancellationToken,
+        groups: Groups,
+        write_timeout: Duration,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -90,7 +106,10 @@ impl Connection {
                 outbound,
                 abort,
                 abort_frame: Mutex::new(None),
+                closing: AtomicBool::new(false),
+                write_timeout,
                 state: Mutex::new(TypeMap::default()),
+                groups,
             }),
         }
     }
@@ -105,66 +124,100 @@ impl Connection {
         self.inner.peer
     }
 
-    /// Queues `message` for the client without waiting.
+    /// Queues `message` for the client, waiting while its outbound queue is full.
     ///
-    /// Messages are delivered in the order they are queued. If the client does not read and
-    /// its outbound queue ([`ServerBuilder::outbound_queue`](crate::ServerBuilder::outbound_queue))
-    /// is full, the message is not queued, [`SendError::QueueFull`] is returned and the
-    /// connection is closed with code 1008: nothing is dropped without the sender knowing.
-    pub fn send(&self, message: Message) -> Result<(), SendError> {
-        self.send_text(message.to_json()?)
+    /// Messages are delivered in the order they are queued. A client whose queue stays full
+    /// for the write timeout ([`ServerBuilder::write_timeout`](crate::ServerBuilder::write_timeout))
+    /// is not reading: it is disconnected with close code 1008 and this returns
+    /// [`SendError::QueueFull`]. Use [`try_send`](Self::try_send) where waiting is not an
+    /// option.
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
+        self.send_text(message.to_json()?).await
     }
 
-    /// Queues an already serialized JSON text frame (serialize once, send to many).
-    pub fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
-        if self.inner.abort.is_cancelled() {
-            return Err(SendError::Closed);
+    /// Queues `message` without waiting: when the outbound queue is full, the message is not
+    /// queued, [`SendError::QueueFull`] is returned and the client, which is not keeping up,
+    /// is disconnected with close code 1008. Group sends use this, so that a slow member
+    /// never delays the sender or the other members.
+    pub fn try_send(&self, message: Message) -> Result<(), SendError> {
+        self.try_send_text(message.to_json()?)
+    }
+
+    /// Like [`send`](Self::send), with an already serialized JSON text frame.
+    pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        self.ensure_open()?;
+        let queued = tokio::select! {
+            biased;
+            _ = self.inner.abort.cancelled() => return Err(SendError::Closed),
+            queued = tokio::time::timeout(
+                self.inner.write_timeout,
+                self.inner.outbound.send(Outbound::Text(text.into())),
+            ) => queued,
+        };
+        match queued {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SendError::Closed),
+            Err(_) => Err(self.queue_full()),
         }
+    }
+
+    /// Like [`try_send`](Self::try_send), with an already serialized JSON text frame
+    /// (serialize once, send to many).
+    pub fn try_send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        self.ensure_open()?;
         match self.inner.outbound.try_send(Outbound::Text(text.into())) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let capacity = self.inner.outbound.max_capacity();
-                self.abort(
-                    CloseCode::Policy,
-                    "outbound queue full: the client is not reading",
-                );
-                Err(SendError::QueueFull(capacity))
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(self.queue_full()),
         }
     }
 
-    /// Queues a reply, waiting for room in the queue: a client that sends requests without
-    /// reading the replies is simply not read from until it does.
-    pub(crate) async fn send_reply(&self, text: String) -> Result<(), SendError> {
-        tokio::select! {
-            sent = self.inner.outbound.send(Outbound::Text(text.into())) => {
-                sent.map_err(|_| SendError::Closed)
-            }
-            _ = self.inner.abort.cancelled() => Err(SendError::Closed),
+    fn ensure_open(&self) -> Result<(), SendError> {
+        if self.is_closed() {
+            Err(SendError::Closed)
+        } else {
+            Ok(())
         }
+    }
+
+    fn queue_full(&self) -> SendError {
+        self.abort(CloseCode::Policy, SLOW_CLIENT);
+        SendError::QueueFull(self.inner.outbound.max_capacity())
     }
 
     /// Closes the connection with code 1000 (normal closure) after the messages already
-    /// queued have been sent.
+    /// queued have been sent. Later sends fail with [`SendError::Closed`].
     pub fn close(&self) {
-        self.close_with(1000, "");
+        // 1000 is always a valid close code.
+        let _ = self.close_with(1000, "");
     }
 
     /// Closes the connection with a close code and reason, after the messages already
-    /// queued have been sent. The reason is cut to the 123 bytes a close frame can hold.
-    pub fn close_with(&self, code: u16, reason: &str) {
-        let frame = close_frame(CloseCode::from(code), reason);
+    /// queued have been sent; later sends fail with [`SendError::Closed`]. The code must be
+    /// one an endpoint may send (1000-1003, 1007-1014, 3000-4999); the reason is cut to the
+    /// 123 bytes a close frame can hold.
+    pub fn close_with(&self, code: u16, reason: &str) -> Result<(), SendError> {
+        if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+            return Err(SendError::InvalidCloseCode(code));
+        }
+        let close_code = CloseCode::from(code);
+        if self.inner.closing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let frame = close_frame(close_code, reason);
         if let Err(mpsc::error::TrySendError::Full(Outbound::Close(frame))) =
             self.inner.outbound.try_send(Outbound::Close(frame))
         {
             self.abort_with(frame);
         }
+        Ok(())
     }
 
-    /// Whether the connection has been closed or is closing at once.
+    /// Whether the connection is closed or closing: nothing more can be sent.
     pub fn is_closed(&self) -> bool {
-        self.inner.abort.is_cancelled() || self.inner.outbound.is_closed()
+        self.inner.closing.load(Ordering::Acquire)
+            || self.inner.abort.is_cancelled()
+            || self.inner.outbound.is_closed()
     }
 
     /// Waits until the connection is gone (for tasks that serve it in the background).
@@ -173,6 +226,21 @@ impl Connection {
             _ = self.inner.abort.cancelled() => {}
             _ = self.inner.outbound.closed() => {}
         }
+    }
+
+    /// Joins `group`: messages sent to it reach this connection until it leaves or closes.
+    pub async fn join(&self, group: &str) -> Result<(), GroupError> {
+        self.inner.groups.join(group, self).await
+    }
+
+    /// Leaves `group`; returns whether the connection was a member.
+    pub fn leave(&self, group: &str) -> bool {
+        self.inner.groups.leave(group, self)
+    }
+
+    /// The server's groups, to send to other groups or inspect them.
+    pub fn groups(&self) -> &Groups {
+        &self.inner.groups
     }
 
     /// Stores a per-connection value of type `T`, replacing the previous one.

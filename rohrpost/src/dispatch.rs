@@ -6,7 +6,7 @@
 //! | not JSON | `{"error": "Could not decode JSON message. Error: <parser detail>"}` |
 //! | JSON but not an object | `{"error": "Expected a JSON object as message."}` |
 //! | no `type` (checked first), then no `id` | `{"error": "Missing required field 'type'."}` / `'id'.` |
-//! | `type` not a string | `{"id": <id>, "error": "Field 'type' must be a string."}` |
+//! | `type` not a string (the original crashes) | `{"id": <id>, "error": "Field 'type' must be a string."}` |
 //! | `type` names no handler | `{"id", "type", "error": "Unknown message type '<type>'."}` |
 //! | handler fails or panics | `{"id", "type", "error": "<message>"}`, connection stays open |
 
@@ -22,6 +22,7 @@ use crate::message::{reply_json, Message};
 use crate::registry::Registered;
 use crate::state::TypeMap;
 use crate::{Connection, Handlers, Request};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// What every connection of a server shares: its handlers and its application state.
 pub(crate) struct Dispatcher {
@@ -38,14 +39,20 @@ impl Dispatcher {
     }
 
     /// Handles one text frame and returns the reply to send, if any.
-    pub(crate) async fn dispatch(&self, text: &str, connection: &Connection) -> Option<String> {
-        let request = match parse(text) {
+    pub(crate) async fn dispatch(
+        &self,
+        text: Utf8Bytes,
+        connection: &Connection,
+    ) -> Option<String> {
+        let request = match parse(&text) {
             Ok(request) => request,
             Err(reply) => return Some(reply),
         };
+        // The frame (up to the message size limit) need not live while the handler runs.
+        drop(text);
         match self.handlers.get(&request.message_type) {
             Some(handler) => self.run(handler, request, connection).await,
-            None if request.message_type == "ping" => Some(pong(&request)),
+            None if request.message_type == "ping" => Some(pong(request)),
             None => {
                 let error = format!("Unknown message type '{}'.", request.message_type);
                 Some(reply_to(
@@ -146,15 +153,13 @@ pub(crate) fn parse(text: &str) -> Result<Request, String> {
 }
 
 /// The built-in `ping`: `{"id", "type": "pong"}`, with `data` as given when it is an
-/// object, wrapped as `{"data": …}` otherwise, and left out when absent or `null`.
-fn pong(request: &Request) -> String {
-    let data = match &request.data {
-        None | Some(Value::Null) => None,
-        Some(object @ Value::Object(_)) => Some(object.clone()),
-        Some(other) => Some(Value::Object(Map::from_iter([(
-            "data".to_owned(),
-            other.clone(),
-        )]))),
+/// object, wrapped as `{"data": …}` otherwise (`null` included: any value given is kept), and
+/// left out when absent.
+fn pong(request: Request) -> String {
+    let data = match request.data {
+        None => None,
+        Some(object @ Value::Object(_)) => Some(object),
+        Some(other) => Some(Value::Object(Map::from_iter([("data".to_owned(), other)]))),
     };
     // Serializing a `Value` cannot fail.
     reply_json(&request.id, "pong", &data).unwrap_or_default()
@@ -199,7 +204,7 @@ mod tests {
     #[test]
     fn pong_wraps_non_objects() {
         let ping = |data: Option<Value>| {
-            pong(&Request {
+            pong(Request {
                 id: Value::from(7),
                 message_type: "ping".into(),
                 data,

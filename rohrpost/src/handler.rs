@@ -41,7 +41,7 @@ impl RequestContext {
 /// A type a handler can take as an argument.
 ///
 /// Provided: [`Request`] (the whole message), [`Data<T>`] (its `data` decoded),
-/// [`Connection`], [`State<T>`](crate::State) and [`RequestId`]. An `Err` is sent back as the
+/// [`Connection`], [`Groups`](crate::Groups), [`State<T>`](crate::State) and [`RequestId`]. An `Err` is sent back as the
 /// error reply and the handler is not called.
 ///
 /// ```
@@ -68,7 +68,7 @@ impl RequestContext {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a rohrpost handler argument",
     label = "not extractable from a request",
-    note = "handler arguments are `Request`, `Data<T>`, `Connection`, `State<T>`, `RequestId`, or your own type implementing `rohrpost::FromRequest`"
+    note = "handler arguments are `Request`, `Data<T>`, `Connection`, `Groups`, `State<T>`, `RequestId`, or your own type implementing `rohrpost::FromRequest`"
 )]
 pub trait FromRequest: Sized {
     /// Extracts `Self` from the request, or fails with the error reply to send.

@@ -54,14 +54,18 @@
 mod connection;
 mod dispatch;
 mod error;
+mod groups;
 mod handler;
 mod message;
+pub mod notify;
 mod registry;
 mod server;
 mod state;
+pub mod subscribe;
 
 pub use connection::{Connection, SendError};
 pub use error::{Error, INTERNAL_ERROR};
+pub use groups::{GroupError, GroupLayer, GroupStats, Groups, MemoryGroups};
 pub use handler::{
     Data, FromRequest, Handler, IntoReply, Json, NoReply, Reply, RequestContext, RequestId,
 };
@@ -70,9 +74,12 @@ pub use registry::{DuplicateHandler, Handlers};
 pub use server::{
     shutdown_signal, Server, ServerBuilder, ServerError, BINARY_FRAME_ERROR, DEFAULT_CLOSE_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_PATH,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 pub use state::{MissingState, State};
+/// Text frame contents, cheap to clone: serialize a message once and send the same bytes to
+/// many connections with [`Connection::try_send_text`].
+pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Registers an `async fn` as the handler of one or more message types.
 ///
@@ -100,8 +107,8 @@ pub use rohrpost_macros::rohrpost_handler;
 /// own dependencies, as for every serde-based crate.
 pub mod prelude {
     pub use crate::{
-        rohrpost_handler, Connection, Data, Error, Handlers, Json, Message, NoReply, Request,
-        RequestId, Server, State,
+        rohrpost_handler, Connection, Data, Error, Groups, Handlers, Json, Message, NoReply,
+        Request, RequestId, Server, State,
     };
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{json, Value};
@@ -114,4 +121,21 @@ pub mod __private {
     pub use crate::registry::HandlerEntry;
     pub use futures_util::future::BoxFuture;
     pub use inventory;
+    pub use serde_json;
+
+    /// A primary key as JSON (`null` if it does not serialize).
+    pub fn to_pk<T: serde::Serialize + ?Sized>(pk: &T) -> serde_json::Value {
+        serde_json::to_value(pk).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The object's `Serialize` form, or `{"id": pk}` (logged) if it does not serialize.
+    pub fn serialized_or_pk<T>(object: &T) -> serde_json::Value
+    where
+        T: serde::Serialize + crate::notify::Notify + ?Sized,
+    {
+        serde_json::to_value(object).unwrap_or_else(|error| {
+            tracing::error!(%error, "a notification's object does not serialize; sending its id only");
+            serde_json::json!({ "id": object.pk() })
+        })
+    }
 }

@@ -81,8 +81,10 @@ pub struct Client {
 pub enum Event {
     /// A text frame.
     Text(String),
-    /// A close frame (code and reason), or `None` when the socket ended without one.
+    /// A close frame: its code and reason, `None` for a close frame without a code.
     Closed(Option<(u16, String)>),
+    /// The socket ended without a close frame.
+    Ended,
 }
 
 impl Client {
@@ -129,7 +131,7 @@ impl Client {
                 }
                 Some(Ok(Frame::Binary(_))) => panic!("the server sent a binary frame"),
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Event::Closed(None),
+                Some(Err(_)) | None => return Event::Ended,
             }
         }
     }
@@ -160,8 +162,10 @@ impl Client {
     /// Waits for the close frame, skipping text frames; returns its code and reason.
     pub async fn expect_close(&mut self) -> Option<(u16, String)> {
         loop {
-            if let Event::Closed(frame) = self.next_event().await {
-                return frame;
+            match self.next_event().await {
+                Event::Text(_) => continue,
+                Event::Closed(frame) => return frame,
+                Event::Ended => panic!("the socket ended without a close frame"),
             }
         }
     }
@@ -175,7 +179,19 @@ impl Client {
         }
     }
 
-    /// Closes the connection from the client's side.
+    /// Starts the closing handshake from the client's side (code 1000).
+    pub async fn start_close(&mut self) {
+        let frame = CloseFrame {
+            code: 1000.into(),
+            reason: "done".into(),
+        };
+        self.socket
+            .close(Some(frame))
+            .await
+            .expect("close frame sent");
+    }
+
+    /// Closes the connection from the client's side and drops it.
     pub async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }

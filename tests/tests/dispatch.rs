@@ -176,6 +176,7 @@ async fn ping_returns_object_data_and_wraps_anything_else() {
         (json!(""), json!({"data": ""})),
         (json!([1, 2, 3, 4]), json!({"data": [1, 2, 3, 4]})),
         (json!(false), json!({"data": false})),
+        (json!(null), json!({"data": null})),
     ];
     for (data, expected) in cases {
         assert_eq!(

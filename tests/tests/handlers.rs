@@ -64,11 +64,12 @@ async fn error_with_data() -> Error {
 async fn push_three(conn: Connection, req: Request) -> Result<NoReply, Error> {
     for n in 0..3 {
         conn.send(Message::success("pushed", n))
+            .await
             .map_err(Error::internal)?;
     }
-    let empty = conn.send(Message::new());
+    let empty = conn.send(Message::new()).await;
     assert_eq!(empty, Err(SendError::Empty(rohrpost::EmptyMessage)));
-    conn.send(Message::error("done").with_id(req.id))
+    conn.try_send(Message::error("done").with_id(req.id))
         .map_err(Error::internal)?;
     Ok(NoReply)
 }

@@ -23,32 +23,68 @@ async fn sleep(Data(millis): Data<u64>) -> u64 {
 }
 
 #[rohrpost_handler("bye")]
-async fn bye(conn: Connection) -> NoReply {
-    let _ = conn.send(Message::success("last words", 1));
-    conn.close_with(4000, "bye");
-    NoReply
+async fn bye(conn: Connection) -> Result<&'static str, Error> {
+    conn.send(Message::success("last words", 1))
+        .await
+        .map_err(Error::internal)?;
+    conn.close_with(4000, "bye").map_err(Error::internal)?;
+    let after = conn.send(Message::success("too late", 2)).await;
+    assert_eq!(after, Err(SendError::Closed));
+    assert_eq!(
+        conn.close_with(1005, "reserved"),
+        Err(SendError::InvalidCloseCode(1005))
+    );
+    // A reply after the close is refused too, not sent behind the close frame.
+    Ok("never sent")
 }
 
-static QUEUE_FULL: AtomicUsize = AtomicUsize::new(0);
+static REFUSED: AtomicUsize = AtomicUsize::new(0);
 static QUEUED: AtomicUsize = AtomicUsize::new(0);
 
-/// Sends big messages until the client's queue is full.
+/// Sends big messages, waiting for room, until the client is found not to read.
 #[rohrpost_handler("flood")]
 async fn flood(conn: Connection) -> NoReply {
     let chunk = "x".repeat(16 * 1024);
     for n in 0..100_000 {
-        match conn.send(Message::success("flood", n).with_data(chunk.as_str())) {
+        let message = Message::success("flood", n).with_data(chunk.as_str());
+        match conn.send(message).await {
             Ok(()) => {
                 QUEUED.fetch_add(1, Ordering::SeqCst);
             }
-            Err(SendError::QueueFull(8)) => {
-                QUEUE_FULL.fetch_add(1, Ordering::SeqCst);
+            // Whichever notices first: `send` waiting for room, or the writer waiting for
+            // the socket (then the connection is already closed).
+            Err(SendError::QueueFull(_) | SendError::Closed) => {
+                REFUSED.fetch_add(1, Ordering::SeqCst);
                 break;
             }
             Err(other) => panic!("unexpected send error {other}"),
         }
     }
     NoReply
+}
+
+/// Sends `data` small messages in a burst, waiting for room: a reading client gets them all.
+#[rohrpost_handler("burst")]
+async fn burst(conn: Connection, Data(count): Data<u64>) -> Result<u64, Error> {
+    for n in 0..count {
+        conn.send(Message::success("burst", n))
+            .await
+            .map_err(Error::internal)?;
+    }
+    Ok(count)
+}
+
+/// Sends without waiting: the ninth message finds the queue of eight full.
+#[rohrpost_handler("try_burst")]
+async fn try_burst(conn: Connection) -> Result<(), Error> {
+    for n in 0..9 {
+        if let Err(error) = conn.try_send(Message::success("try_burst", n)) {
+            assert_eq!(n, 8);
+            assert_eq!(error, SendError::QueueFull(8));
+            return Err(Error::internal(error));
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test]
@@ -80,7 +116,13 @@ async fn configured_path_is_served() {
         "pong"
     );
     let default = format!("ws://{}/rohrpost/", server.addr);
-    assert!(tokio_tungstenite::connect_async(&default).await.is_err());
+    match tokio_tungstenite::connect_async(&default).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 404)
+        }
+        Err(other) => panic!("expected HTTP 404, got {other}"),
+        Ok(_) => panic!("expected HTTP 404, got a WebSocket"),
+    }
 }
 
 #[tokio::test]
@@ -170,18 +212,24 @@ async fn invalid_utf8_text_closes_with_1007() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_that_does_not_read_is_closed_with_1008_when_its_queue_is_full() {
-    let server = TestServer::with(Server::builder().outbound_queue(8)).await;
+async fn client_that_does_not_read_is_closed_with_1008_and_gets_what_was_accepted() {
+    let builder = Server::builder()
+        .outbound_queue(8)
+        .write_timeout(Duration::from_millis(300));
+    let server = TestServer::with(builder).await;
     let mut client = server.client().await;
     client.send_json(json!({"id": 1, "type": "flood"})).await;
-    // Not reading: the socket buffers fill, then the queue.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(QUEUE_FULL.load(Ordering::SeqCst), 1, "the handler was told");
+    // Not reading: the socket buffers fill, then the queue; after the write timeout the
+    // server gives up on this client.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The handler is either told (its `send` fails) or dropped with the connection.
+    assert!(REFUSED.load(Ordering::SeqCst) <= 1);
     let mut received = 0;
     let close = loop {
         match client.next_event().await {
             Event::Text(_) => received += 1,
             Event::Closed(frame) => break frame,
+            Event::Ended => panic!("the socket ended without a close frame"),
         }
     };
     assert_eq!(
@@ -191,9 +239,76 @@ async fn client_that_does_not_read_is_closed_with_1008_when_its_queue_is_full() 
             "outbound queue full: the client is not reading".into()
         ))
     );
-    // Everything queued before the queue filled was delivered, in full.
+    // Everything that `send` accepted was delivered, in full, before the close frame.
     assert_eq!(received, QUEUED.load(Ordering::SeqCst));
+    assert!(received > 8, "the socket buffers took more than the queue");
     assert!(received < 100_000);
+}
+
+#[tokio::test]
+async fn burst_larger_than_the_queue_reaches_a_reading_client() {
+    let server = TestServer::with(Server::builder().outbound_queue(8)).await;
+    let mut client = server.client().await;
+    client
+        .send_json(json!({"id": "b", "type": "burst", "data": 5000}))
+        .await;
+    for n in 0..5000 {
+        assert_eq!(client.recv_json().await, json!({"id": n, "type": "burst"}));
+    }
+    assert_eq!(
+        client.recv_json().await,
+        json!({"id": "b", "type": "burst", "data": 5000})
+    );
+}
+
+#[tokio::test]
+async fn try_send_on_a_full_queue_fails_at_once_and_closes_with_1008() {
+    let server = TestServer::with(Server::builder().outbound_queue(8)).await;
+    let mut client = server.client().await;
+    client
+        .send_json(json!({"id": 1, "type": "try_burst"}))
+        .await;
+    for n in 0..8 {
+        assert_eq!(
+            client.recv_json().await,
+            json!({"id": n, "type": "try_burst"})
+        );
+    }
+    assert_eq!(
+        client.expect_close().await,
+        Some((
+            1008,
+            "outbound queue full: the client is not reading".into()
+        ))
+    );
+}
+
+#[tokio::test]
+async fn close_started_by_the_client_is_answered() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    assert_eq!(
+        client.call(json!({"id": 1, "type": "ping"})).await["type"],
+        "pong"
+    );
+    client.start_close().await;
+    assert_eq!(
+        client.next_event().await,
+        Event::Closed(Some((1000, "done".into())))
+    );
+}
+
+#[tokio::test]
+async fn handshake_not_completed_in_time_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let builder = Server::builder().handshake_timeout(Duration::from_millis(200));
+    let server = TestServer::with(builder).await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buffer))
+        .await
+        .expect("the server hangs up within the handshake timeout");
+    assert_eq!(read.unwrap_or(0), 0, "connection closed without a byte");
 }
 
 #[tokio::test]
@@ -218,7 +333,7 @@ async fn messages_of_one_connection_are_handled_in_order() {
 async fn connections_are_served_concurrently() {
     let server = TestServer::start().await;
     let mut slow = server.client().await;
-    slow.send_json(json!({"id": 1, "type": "sleep", "data": 2000}))
+    slow.send_json(json!({"id": 1, "type": "sleep", "data": 10_000}))
         .await;
     // While one connection's handler sleeps, 50 others are answered.
     let started = Instant::now();
@@ -239,10 +354,9 @@ async fn connections_are_served_concurrently() {
         task.await.expect("client task");
     }
     assert!(
-        started.elapsed() < Duration::from_millis(2000),
+        started.elapsed() < Duration::from_secs(10),
         "the others did not wait for the sleeper"
     );
-    assert_eq!(slow.recv_json().await["data"], 2000);
 }
 
 #[tokio::test]
@@ -254,7 +368,11 @@ async fn handler_close_delivers_queued_messages_first() {
         client.recv_json().await,
         json!({"id": 1, "type": "last words"})
     );
-    assert_eq!(client.expect_close().await, Some((4000, "bye".into())));
+    // Neither the message sent after the close nor the handler's reply follows it.
+    assert_eq!(
+        client.next_event().await,
+        Event::Closed(Some((4000, "bye".into())))
+    );
 }
 
 #[tokio::test]
@@ -298,5 +416,5 @@ async fn shutdown_drops_handlers_still_running_after_the_timeout() {
     let started = Instant::now();
     server.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(stuck.next_event().await, Event::Closed(None));
+    assert_eq!(stuck.next_event().await, Event::Ended);
 }

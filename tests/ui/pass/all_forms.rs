@@ -19,7 +19,7 @@ async fn add(Data(add): Data<Add>) -> Result<i64, Error> {
 #[rohrpost_handler]
 async fn no_names_uses_the_function_name() {}
 
-struct Config;
+pub struct Config;
 
 #[rohrpost_handler("everything")]
 pub async fn everything(

@@ -1,0 +1,180 @@
+//! `#[derive(Notify)]`: parse the `#[rohrpost(...)]` attributes, validate, expand.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Fields, Ident, LitBool, LitStr, Path};
+
+/// What the attributes asked for.
+#[derive(Default)]
+struct Options {
+    pk: Option<Ident>,
+    name: Option<LitStr>,
+    group: Option<LitStr>,
+    group_name: Option<Path>,
+    data: Option<Path>,
+    serialize: bool,
+    always_send: Option<LitBool>,
+}
+
+pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
+    let options = parse_options(&input)?;
+    let pk = validate(&input, &options)?;
+    Ok(generate(&input, &options, &pk))
+}
+
+fn parse_options(input: &DeriveInput) -> syn::Result<Options> {
+    let mut options = Options::default();
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("rohrpost")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("pk") {
+                let field: LitStr = meta.value()?.parse()?;
+                options.pk = Some(field.parse().map_err(|_| {
+                    syn::Error::new(field.span(), "`pk` names a field, like `pk = \"id\"`")
+                })?);
+            } else if meta.path.is_ident("name") {
+                let name: LitStr = meta.value()?.parse()?;
+                if name.value().is_empty() {
+                    return Err(syn::Error::new(name.span(), "`name` cannot be empty"));
+                }
+                options.name = Some(name);
+            } else if meta.path.is_ident("group") {
+                let template: LitStr = meta.value()?.parse()?;
+                check_template(&template)?;
+                options.group = Some(template);
+            } else if meta.path.is_ident("group_name") {
+                let path: LitStr = meta.value()?.parse()?;
+                options.group_name = Some(path.parse()?);
+            } else if meta.path.is_ident("data") {
+                let path: LitStr = meta.value()?.parse()?;
+                options.data = Some(path.parse()?);
+            } else if meta.path.is_ident("serialize") {
+                options.serialize = true;
+            } else if meta.path.is_ident("always_send") {
+                options.always_send = Some(meta.value()?.parse()?);
+            } else {
+                return Err(meta.error(
+                    "unknown rohrpost attribute: expected `pk`, `name`, `group`, \
+                     `group_name`, `data`, `serialize` or `always_send`",
+                ));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(options)
+}
+
+/// A group template may hold `{pk}` and no other placeholder.
+fn check_template(template: &LitStr) -> syn::Result<()> {
+    let text = template.value();
+    let without_pk = text.replace("{pk}", "");
+    if without_pk.contains('{') || without_pk.contains('}') {
+        return Err(syn::Error::new(
+            template.span(),
+            "a group template may only use the `{pk}` placeholder, like \"todo-{pk}\"",
+        ));
+    }
+    Ok(())
+}
+
+/// Finds the primary-key field.
+fn validate(input: &DeriveInput, options: &Options) -> syn::Result<Ident> {
+    let Data::Struct(data) = &input.data else {
+        return Err(syn::Error::new(
+            input.ident.span(),
+            "derive(Notify) needs a struct with named fields; implement `rohrpost::notify::Notify` by hand for other types",
+        ));
+    };
+    let Fields::Named(fields) = &data.fields else {
+        return Err(syn::Error::new(
+            data.fields.span(),
+            "derive(Notify) needs a struct with named fields; implement `rohrpost::notify::Notify` by hand for other types",
+        ));
+    };
+    let wanted = options
+        .pk
+        .clone()
+        .unwrap_or_else(|| Ident::new("id", input.ident.span()));
+    let found = fields
+        .named
+        .iter()
+        .any(|field| field.ident.as_ref() == Some(&wanted));
+    if !found {
+        let message = match &options.pk {
+            Some(_) => format!("no field `{wanted}` to use as the primary key"),
+            None => {
+                "no `id` field: name the primary key with `#[rohrpost(pk = \"field\")]`".to_owned()
+            }
+        };
+        return Err(syn::Error::new(wanted.span(), message));
+    }
+    Ok(wanted)
+}
+
+fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, type_generics, where_clause) = input.generics.split_for_impl();
+    let type_name = options
+        .name
+        .as_ref()
+        .map(LitStr::value)
+        .unwrap_or_else(|| ident.to_string().to_lowercase());
+    // The method beats the template, as in the original.
+    let group_name = match (&options.group_name, &options.group) {
+        (Some(path), _) => Some(quote! {
+            fn group_name(&self, change: ::rohrpost::notify::Change) -> ::std::string::String {
+                #path(self, change)
+            }
+        }),
+        (None, Some(template)) => Some(quote! {
+            fn group_name(&self, _change: ::rohrpost::notify::Change) -> ::std::string::String {
+                ::rohrpost::notify::fill_template(#template, &::rohrpost::notify::Notify::pk(self))
+            }
+        }),
+        (None, None) => None,
+    };
+    // The data function beats the serializer, as in the original.
+    let data = match (&options.data, options.serialize) {
+        (Some(path), _) => Some(quote! {
+            fn notification_data(
+                &self,
+                updated_fields: ::core::option::Option<&[&str]>,
+                change: ::rohrpost::notify::Change,
+            ) -> ::rohrpost::__private::serde_json::Value {
+                #path(self, updated_fields, change)
+            }
+        }),
+        (None, true) => Some(quote! {
+            fn notification_data(
+                &self,
+                _updated_fields: ::core::option::Option<&[&str]>,
+                _change: ::rohrpost::notify::Change,
+            ) -> ::rohrpost::__private::serde_json::Value {
+                ::rohrpost::__private::serialized_or_pk(self)
+            }
+        }),
+        (None, false) => None,
+    };
+    let always_send = options.always_send.as_ref().map(|value| {
+        quote! {
+            fn always_send(&self) -> bool {
+                #value
+            }
+        }
+    });
+    quote! {
+        impl #impl_generics ::rohrpost::notify::Notify for #ident #type_generics #where_clause {
+            fn pk(&self) -> ::rohrpost::__private::serde_json::Value {
+                ::rohrpost::__private::to_pk(&self.#pk)
+            }
+
+            fn type_name(&self) -> ::std::borrow::Cow<'static, str> {
+                ::std::borrow::Cow::Borrowed(#type_name)
+            }
+
+            #group_name
+            #data
+            #always_send
+        }
+    }
+}

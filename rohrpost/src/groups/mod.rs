@@ -1,0 +1,210 @@
+//! Groups: named sets of connections that receive the same messages.
+//!
+//! A connection joins and leaves groups from its handlers ([`Connection::join`]) and leaves
+//! all of them when it closes, however it closes. [`Groups::send`] reaches every member from
+//! anywhere in the process: a handler, a background task, an HTTP route. A message for a
+//! group is serialized once; every member gets the same frame bytes.
+//!
+//! Groups go through a [`GroupLayer`]: the in-process [`MemoryGroups`] is the default.
+
+mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use thiserror::Error;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::handler::{FromRequest, RequestContext};
+use crate::message::{EmptyMessage, Message};
+use crate::{Connection, Error};
+
+pub use memory::MemoryGroups;
+
+/// Why a group operation failed.
+#[derive(Debug, Error)]
+pub enum GroupError {
+    /// The message had no field at all.
+    #[error(transparent)]
+    Empty(#[from] EmptyMessage),
+    /// A group name must not be empty.
+    #[error("a group name cannot be empty")]
+    EmptyName,
+    /// The connection is closed, so it cannot join a group.
+    #[error("the connection is closed")]
+    Closed,
+    /// The group layer's backend failed (for example, Redis is unreachable).
+    #[error("group layer backend failed: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+/// Counts of a group layer's local bookkeeping, for metrics and leak checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Groups with at least one local member.
+    pub groups: usize,
+    /// Memberships of local connections, summed over all groups.
+    pub memberships: usize,
+    /// Local connections that are members of at least one group.
+    pub connections: usize,
+}
+
+/// Where group memberships live and how group messages travel: implement it to plug in
+/// another backend (the in-process [`MemoryGroups`] is the default).
+///
+/// `send` must not wait for slow recipients: queue the frame for each member with
+/// [`Connection::try_send_text`] and move on.
+pub trait GroupLayer: Send + Sync + 'static {
+    /// Adds `connection` to `group` (joining twice is one membership).
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        connection: &'a Connection,
+    ) -> BoxFuture<'a, Result<(), GroupError>>;
+
+    /// Removes `connection` from `group`; returns whether it was a member.
+    fn leave(&self, group: &str, connection: &Connection) -> bool;
+
+    /// Removes `connection` from every group; called when it closes.
+    fn leave_all(&self, connection: &Connection);
+
+    /// Queues `frame` for every member of `group`; returns how many local members it was
+    /// queued for.
+    fn send<'a>(
+        &'a self,
+        group: &'a str,
+        frame: Utf8Bytes,
+    ) -> BoxFuture<'a, Result<usize, GroupError>>;
+
+    /// The groups `connection` is a member of.
+    fn groups_of(&self, connection: &Connection) -> Vec<String>;
+
+    /// How many local connections are members of `group`.
+    fn member_count(&self, group: &str) -> usize;
+
+    /// The layer's bookkeeping counts.
+    fn stats(&self) -> GroupStats;
+}
+
+/// A cheap, cloneable handle to the server's groups, usable from anywhere in the process.
+///
+/// Create it before the server to keep a handle for background tasks, and give it to the
+/// server with [`ServerBuilder::groups`](crate::ServerBuilder::groups); or take it as a
+/// handler argument.
+///
+/// ```
+/// use rohrpost::prelude::*;
+/// use rohrpost::Groups;
+///
+/// # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+/// let groups = Groups::memory();
+/// let server = Server::builder().groups(groups.clone()).bind("127.0.0.1:0").await?;
+///
+/// // Anywhere else: a ticker pushing to everyone in "clock".
+/// tokio::spawn(async move {
+///     loop {
+///         let tick = Message::success("tick", 0).with_data(json!({"now": "…"}));
+///         let _ = groups.send("clock", &tick).await;
+///         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+///     }
+/// });
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Groups {
+    layer: Arc<dyn GroupLayer>,
+}
+
+impl Groups {
+    /// Groups in this process only (the default).
+    pub fn memory() -> Self {
+        Self::new(MemoryGroups::default())
+    }
+
+    /// Groups on any [`GroupLayer`].
+    pub fn new(layer: impl GroupLayer) -> Self {
+        Self {
+            layer: Arc::new(layer),
+        }
+    }
+
+    /// Sends `message` to every member of `group`, serialized once; returns how many local
+    /// members it was queued for. Never waits for a slow member: one whose queue is full is
+    /// disconnected (close 1008) instead.
+    pub async fn send(&self, group: &str, message: &Message) -> Result<usize, GroupError> {
+        let frame = message.to_json()?;
+        self.send_json(group, frame).await
+    }
+
+    /// Sends an already serialized JSON frame to every member of `group`.
+    pub async fn send_json(
+        &self,
+        group: &str,
+        frame: impl Into<Utf8Bytes>,
+    ) -> Result<usize, GroupError> {
+        self.layer.send(group, frame.into()).await
+    }
+
+    /// Adds `connection` to `group`.
+    pub async fn join(&self, group: &str, connection: &Connection) -> Result<(), GroupError> {
+        if group.is_empty() {
+            return Err(GroupError::EmptyName);
+        }
+        if connection.is_closed() {
+            return Err(GroupError::Closed);
+        }
+        self.layer.join(group, connection).await?;
+        // It may have closed meanwhile, after its groups were left: undo.
+        if connection.is_closed() {
+            self.layer.leave_all(connection);
+            return Err(GroupError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Removes `connection` from `group`; returns whether it was a member.
+    pub fn leave(&self, group: &str, connection: &Connection) -> bool {
+        self.layer.leave(group, connection)
+    }
+
+    /// Removes `connection` from every group.
+    pub fn leave_all(&self, connection: &Connection) {
+        self.layer.leave_all(connection)
+    }
+
+    /// The groups `connection` is a member of, in no particular order.
+    pub fn groups_of(&self, connection: &Connection) -> Vec<String> {
+        self.layer.groups_of(connection)
+    }
+
+    /// How many local connections are members of `group`.
+    pub fn member_count(&self, group: &str) -> usize {
+        self.layer.member_count(group)
+    }
+
+    /// The layer's bookkeeping counts (all zero once every connection has closed).
+    pub fn stats(&self) -> GroupStats {
+        self.layer.stats()
+    }
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        Self::memory()
+    }
+}
+
+impl fmt::Debug for Groups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Groups")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl FromRequest for Groups {
+    fn from_request(cx: &RequestContext) -> Result<Self, Error> {
+        Ok(cx.connection.groups().clone())
+    }
+}

@@ -1,0 +1,296 @@
+//! One connection's task: the handshake, the read loop (frames to the dispatcher), the write
+//! loop (queued messages, written in batches) and closing.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message as Frame};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use super::{Shared, BINARY_FRAME_ERROR};
+use crate::connection::{Outbound, SLOW_CLIENT};
+use crate::message::Message;
+use crate::Connection;
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// At most this many queued messages are written before a flush.
+const WRITE_BATCH: usize = 256;
+
+/// The longest a closed connection is drained for the client's close reply.
+const LINGER: Duration = Duration::from_secs(2);
+
+type Socket = WebSocketStream<TcpStream>;
+
+pub(super) async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let socket = match handshake(stream, &shared).await {
+        Ok(socket) => socket,
+        Err(reason) => {
+            tracing::debug!(%peer, %reason, "handshake refused");
+            return;
+        }
+    };
+    let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    let (sink, mut stream) = socket.split();
+    let (outbound, queue) = mpsc::channel(shared.outbound_queue);
+    let connection = Connection::new(
+        id,
+        peer,
+        outbound,
+        CancellationToken::new(),
+        shared.groups.clone(),
+        shared.write_timeout,
+    );
+    // Leaves every group when this task ends, however it ends (even when aborted).
+    let _membership = LeaveGroupsOnDrop(connection.clone());
+    tracing::debug!(connection = id, %peer, "connection opened");
+    // Reader and writer run in this one task, so that dropping it (shutdown timeout) drops
+    // the socket, and an idle connection costs one task.
+    let reading = async {
+        let end = read_loop(&mut stream, &connection, &shared, &shutdown).await;
+        match end {
+            End::Shutdown => {
+                let _ = connection.close_with(1001, "server shutting down");
+            }
+            End::Peer => connection.abort_token().cancel(),
+            End::Closed => {}
+        }
+        end
+    };
+    let writing = write_loop(sink, queue, &connection, &shared);
+    let (end, ()) = tokio::join!(reading, writing);
+    if !matches!(end, End::Peer) {
+        linger(&mut stream, shared.close_timeout.min(LINGER)).await;
+    }
+    tracing::debug!(connection = id, %peer, ?end, "connection closed");
+}
+
+async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Socket, String> {
+    // The error type is tungstenite's handshake callback's, large or not.
+    #[allow(clippy::result_large_err)]
+    let check_path = |request: &Request, response: Response| {
+        if request.uri().path() == shared.path {
+            Ok(response)
+        } else {
+            let mut refusal = ErrorResponse::new(Some(format!(
+                "no rohrpost endpoint at {}",
+                request.uri().path()
+            )));
+            *refusal.status_mut() = StatusCode::NOT_FOUND;
+            Err(refusal)
+        }
+    };
+    let accept =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(shared.websocket));
+    match tokio::time::timeout(shared.handshake_timeout, accept).await {
+        Ok(Ok(socket)) => Ok(socket),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("handshake timed out".to_owned()),
+    }
+}
+
+/// Why a connection's read loop ended.
+#[derive(Debug)]
+enum End {
+    /// The client closed or went away.
+    Peer,
+    /// The server is shutting down: close in order, after the queued messages.
+    Shutdown,
+    /// The connection was closed from our side: by a handler, or at once (a protocol
+    /// violation, a client that does not read).
+    Closed,
+}
+
+async fn read_loop(
+    stream: &mut SplitStream<Socket>,
+    connection: &Connection,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> End {
+    let abort = connection.abort_token();
+    loop {
+        if connection.is_closed() {
+            return End::Closed;
+        }
+        let frame = tokio::select! {
+            biased;
+            _ = abort.cancelled() => return End::Closed,
+            _ = shutdown.cancelled() => return End::Shutdown,
+            frame = stream.next() => frame,
+        };
+        let reply = match frame {
+            Some(Ok(Frame::Text(text))) => tokio::select! {
+                biased;
+                // A connection stopped at once does not wait for its handler.
+                _ = abort.cancelled() => return End::Closed,
+                reply = shared.dispatcher.dispatch(text, connection) => reply,
+            },
+            Some(Ok(Frame::Binary(_))) => Message::error(BINARY_FRAME_ERROR).to_json().ok(),
+            Some(Ok(Frame::Close(_))) | None => return End::Peer,
+            Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => None,
+            Some(Err(error)) => return refuse(connection, error),
+        };
+        if let Some(reply) = reply {
+            if connection.send_text(reply).await.is_err() {
+                return End::Closed;
+            }
+        }
+    }
+}
+
+/// Closes the connection with the code that names what the client did wrong.
+fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
+    use tungstenite::Error as E;
+    let (code, reason) = match &error {
+        E::Capacity(_) => (CloseCode::Size, "message too big"),
+        E::Utf8(_) => (CloseCode::Invalid, "text frame is not valid UTF-8"),
+        E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return End::Peer,
+        E::Protocol(_) => (CloseCode::Protocol, "WebSocket protocol error"),
+        _ => {
+            tracing::debug!(connection = connection.id(), %error, "connection lost");
+            return End::Peer;
+        }
+    };
+    tracing::debug!(connection = connection.id(), %error, "closing connection: {reason}");
+    connection.abort(code, reason);
+    End::Closed
+}
+
+async fn write_loop(
+    mut sink: SplitSink<Socket, Frame>,
+    mut queue: mpsc::Receiver<Outbound>,
+    connection: &Connection,
+    shared: &Shared,
+) {
+    let abort = connection.abort_token();
+    // Taken off the queue but not yet handed to the socket: kept here, so that an abort
+    // while the socket is full does not lose it.
+    let mut pending: Option<Outbound> = None;
+    loop {
+        if pending.is_none() {
+            pending = tokio::select! {
+                biased;
+                _ = abort.cancelled() => break,
+                item = queue.recv() => match item {
+                    Some(item) => Some(item),
+                    None => break,
+                },
+            };
+        }
+        let written = tokio::select! {
+            biased;
+            _ = abort.cancelled() => break,
+            written = tokio::time::timeout(
+                shared.write_timeout,
+                write_batch(&mut sink, &mut queue, &mut pending),
+            ) => written,
+        };
+        match written {
+            Ok(Ok(Batch::Open)) => {}
+            Ok(Ok(Batch::Closed) | Err(_)) => break,
+            Err(_) => {
+                // The socket took nothing for the whole write timeout.
+                connection.abort(CloseCode::Policy, SLOW_CLIENT);
+                break;
+            }
+        }
+    }
+    if let Some(frame) = connection.take_abort_frame() {
+        // Stopped on purpose (a slow client, a protocol error): still deliver what was
+        // accepted for it, and say why, if the client reads within the close timeout.
+        let farewell = async {
+            let queued = std::iter::from_fn(|| queue.try_recv().ok());
+            for item in pending.take().into_iter().chain(queued) {
+                match item {
+                    Outbound::Text(text) => sink.feed(Frame::Text(text)).await?,
+                    Outbound::Close(_) => break,
+                }
+            }
+            sink.send(Frame::Close(Some(frame))).await
+        };
+        let _ = tokio::time::timeout(shared.close_timeout, farewell).await;
+    }
+    // Flushes a close frame, ours or the reply to the client's.
+    let _ = tokio::time::timeout(shared.close_timeout, sink.close()).await;
+    // Stops the reader too, whoever ended first.
+    abort.cancel();
+}
+
+enum Batch {
+    Open,
+    Closed,
+}
+
+/// Writes `pending` and whatever else is queued already (up to a batch), then flushes once.
+/// Cancel-safe: an item leaves `pending` only when the socket has taken it.
+async fn write_batch(
+    sink: &mut SplitSink<Socket, Frame>,
+    queue: &mut mpsc::Receiver<Outbound>,
+    pending: &mut Option<Outbound>,
+) -> Result<Batch, tungstenite::Error> {
+    for _ in 0..WRITE_BATCH {
+        futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
+        let Some(item) = pending.take() else { break };
+        match item {
+            Outbound::Text(text) => sink.start_send_unpin(Frame::Text(text))?,
+            Outbound::Close(frame) => {
+                sink.start_send_unpin(Frame::Close(Some(frame)))?;
+                sink.flush().await?;
+                return Ok(Batch::Closed);
+            }
+        }
+        match queue.try_recv() {
+            Ok(next) => *pending = Some(next),
+            Err(_) => break,
+        }
+    }
+    sink.flush().await?;
+    Ok(Batch::Open)
+}
+
+struct LeaveGroupsOnDrop(Connection);
+
+impl Drop for LeaveGroupsOnDrop {
+    fn drop(&mut self) {
+        // Marks the connection closed first, so that a join racing with the close undoes
+        // itself (see `Groups::join`).
+        self.0.abort_token().cancel();
+        self.0.groups().leave_all(&self.0);
+    }
+}
+
+/// Reads and discards what the client still sends after our close frame, until it answers
+/// with its own or the time is up: closing a socket with unread data makes the kernel send a
+/// reset, and the client would then never read the close frame that says why.
+async fn linger(stream: &mut SplitStream<Socket>, time: Duration) {
+    let _ = tokio::time::timeout(time, async {
+        while let Some(frame) = stream.next().await {
+            if let Err(
+                tungstenite::Error::Io(_)
+                | tungstenite::Error::ConnectionClosed
+                | tungstenite::Error::AlreadyClosed,
+            ) = frame
+            {
+                break;
+            }
+        }
+    })
+    .await;
+}
