@@ -1,7 +1,7 @@
 //! `#[derive(Notify)]`: parse the `#[rohrpost(...)]` attributes, validate, expand.
 
-use proc_macro2::TokenStream;
-use quote::quote;
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Fields, Ident, LitBool, LitStr, Path};
 
@@ -13,7 +13,8 @@ struct Options {
     group: Option<LitStr>,
     group_name: Option<Path>,
     data: Option<Path>,
-    serialize: bool,
+    /// Where `serialize` was written, for errors about a missing `Serialize`.
+    serialize: Option<Span>,
     always_send: Option<LitBool>,
 }
 
@@ -49,7 +50,7 @@ fn parse_options(input: &DeriveInput) -> syn::Result<Options> {
                 let path: LitStr = meta.value()?.parse()?;
                 options.data = Some(path.parse()?);
             } else if meta.path.is_ident("serialize") {
-                options.serialize = true;
+                options.serialize = Some(meta.path.span());
             } else if meta.path.is_ident("always_send") {
                 options.always_send = Some(meta.value()?.parse()?);
             } else {
@@ -144,16 +145,19 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
                 #path(self, updated_fields, change)
             }
         }),
-        (None, true) => Some(quote! {
-            fn notification_data(
-                &self,
-                _updated_fields: ::core::option::Option<&[&str]>,
-                _change: ::rohrpost::notify::Change,
-            ) -> ::rohrpost::__private::serde_json::Value {
-                ::rohrpost::__private::serialized_or_pk(self)
-            }
-        }),
-        (None, false) => None,
+        (None, Some(span)) => {
+            let serialized = quote_spanned! {span=> ::rohrpost::__private::serialized_or_pk(self) };
+            Some(quote! {
+                fn notification_data(
+                    &self,
+                    _updated_fields: ::core::option::Option<&[&str]>,
+                    _change: ::rohrpost::notify::Change,
+                ) -> ::rohrpost::__private::serde_json::Value {
+                    #serialized
+                }
+            })
+        }
+        (None, None) => None,
     };
     let always_send = options.always_send.as_ref().map(|value| {
         quote! {

@@ -35,6 +35,11 @@ impl TestServer {
     /// Starts a server from a configured builder.
     pub async fn with(builder: ServerBuilder) -> Self {
         let server = builder.bind("127.0.0.1:0").await.expect("server starts");
+        Self::run(server)
+    }
+
+    /// Serves a bound server in the background.
+    pub fn run(server: Server) -> Self {
         let url = server.url();
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,0 +1,31 @@
+//! The todo demo: `cargo run --example todo`, then open a WebSocket to
+//! `ws://127.0.0.1:8000/rohrpost/`.
+//!
+//! ```text
+//! {"id": 1, "type": "subscribe", "auth_jwt": "hunter2", "data": {"type": "todo", "id": 1}}
+//! {"id": 2, "type": "todo.create", "data": {"title": "milk"}}
+//! {"id": 3, "type": "todo.update", "data": {"id": 1, "title": "oat milk"}}
+//! {"id": 4, "type": "todo.delete", "data": {"id": 1}}
+//! ```
+//! Settings: `--addr`/`ROHRPOST_ADDR` (127.0.0.1:8000), `--token`/`ROHRPOST_TOKEN`
+//! (hunter2), `--database-url`/`DATABASE_URL` (an SQLite file `todo.sqlite` here).
+
+#[path = "todo/app.rs"]
+mod app;
+
+use clap::Parser;
+use rohrpost::Groups;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = app::Config::parse();
+    let server = app::server(&config, Groups::memory()).await?;
+    println!("rohrpost todo demo listening on {}", server.url());
+    server.serve().await;
+    Ok(())
+}

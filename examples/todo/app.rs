@@ -1,0 +1,172 @@
+//! The todo demo: todos in a real database (SQLite by default, PostgreSQL by URL), every
+//! change pushed to the subscribers of `todo-<id>` once its transaction commits.
+//!
+//! Shared by `examples/todo.rs` (the binary) and the integration tests, which include this
+//! file, so that both serve exactly the same handlers.
+
+use rohrpost::notify::{Notify, Transaction};
+use rohrpost::prelude::*;
+use rohrpost::subscribe::Subscriptions;
+use rohrpost::{Groups, ServerError};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// The demo's settings; each comes from a flag or from the environment.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(about = "The rohrpost todo demo: a todo list whose changes reach every subscriber")]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "ROHRPOST_ADDR", default_value = "127.0.0.1:8000")]
+    pub addr: String,
+    /// The token subscribers must send as `auth_jwt`.
+    #[arg(long, env = "ROHRPOST_TOKEN", default_value = "hunter2")]
+    pub token: String,
+    /// Where the todos live: `sqlite://FILE` or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://todo.sqlite?mode=rwc"
+    )]
+    pub database_url: String,
+}
+
+/// The todo table, whichever database holds it.
+pub struct Db {
+    pool: AnyPool,
+}
+
+impl Db {
+    /// Connects and creates the table if it is missing.
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(5)
+            .connect(url)
+            .await?;
+        let create = if url.starts_with("postgres") {
+            "CREATE TABLE IF NOT EXISTS todos (id BIGSERIAL PRIMARY KEY, title TEXT NOT NULL)"
+        } else {
+            "CREATE TABLE IF NOT EXISTS todos (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL)"
+        };
+        sqlx::query(create).execute(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// A todo, as stored and as pushed: `{"id", "title"}` to the group `todo-<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Notify)]
+#[rohrpost(serialize)]
+pub struct Todo {
+    pub id: i64,
+    pub title: String,
+}
+
+impl Todo {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: row.try_get("id")?,
+            title: row.try_get("title")?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct NewTodo {
+    title: String,
+}
+
+#[derive(Deserialize)]
+struct TodoId {
+    id: i64,
+}
+
+fn not_found(id: i64) -> Error {
+    Error::new(format!("Todo {id} does not exist."))
+}
+
+/// `todo.create {"title"}` → `{"id", "title"}`, pushed as `create`.
+#[rohrpost_handler("todo.create")]
+async fn create(
+    db: State<Db>,
+    groups: Groups,
+    Data(new): Data<NewTodo>,
+) -> Result<Json<Todo>, Error> {
+    let mut tx = Transaction::begin(db.pool(), groups).await?;
+    let row = sqlx::query("INSERT INTO todos (title) VALUES ($1) RETURNING id, title")
+        .bind(&new.title)
+        .fetch_one(&mut *tx)
+        .await?;
+    let todo = Todo::from_row(&row)?;
+    tx.created(&todo);
+    tx.commit().await?;
+    Ok(Json(todo))
+}
+
+/// `todo.update {"id", "title"}` → `{"id", "title"}`, pushed as `update` with
+/// `updated_fields: ["title"]`.
+#[rohrpost_handler("todo.update")]
+async fn update(
+    db: State<Db>,
+    groups: Groups,
+    Data(todo): Data<Todo>,
+) -> Result<Json<Todo>, Error> {
+    let mut tx = Transaction::begin(db.pool(), groups).await?;
+    let row = sqlx::query("UPDATE todos SET title = $1 WHERE id = $2 RETURNING id, title")
+        .bind(&todo.title)
+        .bind(todo.id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found(todo.id))?;
+    let todo = Todo::from_row(&row)?;
+    tx.updated(&todo, &["title"]);
+    tx.commit().await?;
+    Ok(Json(todo))
+}
+
+/// `todo.delete {"id"}` → `{"id"}`, pushed as `delete` with the todo as it was.
+#[rohrpost_handler("todo.delete")]
+async fn delete(
+    db: State<Db>,
+    groups: Groups,
+    Data(TodoId { id }): Data<TodoId>,
+) -> Result<Value, Error> {
+    let mut tx = Transaction::begin(db.pool(), groups).await?;
+    let row = sqlx::query("DELETE FROM todos WHERE id = $1 RETURNING id, title")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    tx.deleted(&Todo::from_row(&row)?);
+    tx.commit().await?;
+    Ok(json!({ "id": id }))
+}
+
+/// `echo` → the same data.
+#[rohrpost_handler("echo")]
+async fn echo(req: Request) -> Option<Value> {
+    req.data
+}
+
+/// Every handler of the demo: the ones above, `ping` (built in), and `subscribe` /
+/// `unsubscribe` for subscribers with `token`.
+pub fn handlers(token: &str) -> Handlers {
+    Handlers::collect().merge(Subscriptions::token(token).handlers())
+}
+
+/// The demo server, bound and ready to serve.
+pub async fn server(config: &Config, groups: Groups) -> Result<Server, Box<dyn std::error::Error>> {
+    let db = Db::connect(&config.database_url).await?;
+    let server = Server::builder()
+        .handlers(handlers(&config.token))
+        .groups(groups)
+        .state(db)
+        .bind(config.addr.as_str())
+        .await
+        .map_err(|error: ServerError| Box::new(error) as Box<dyn std::error::Error>)?;
+    Ok(server)
+}

@@ -1,0 +1,8 @@
+use rohrpost::notify::Notify;
+
+#[derive(Notify)]
+enum Change {
+    Created,
+}
+
+fn main() {}
