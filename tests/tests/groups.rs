@@ -27,10 +27,7 @@ async fn leave(conn: Connection, Data(group): Data<String>) -> bool {
 async fn shout(groups: Groups, Data(shout): Data<Value>) -> Result<usize, Error> {
     let message = Message::success("shout", 0).with_data(shout["message"].clone());
     let group = shout["group"].as_str().unwrap_or_default();
-    groups
-        .send(group, &message)
-        .await
-        .map_err(Error::internal)
+    groups.send(group, &message).await.map_err(Error::internal)
 }
 
 async fn start() -> (TestServer, Groups) {
