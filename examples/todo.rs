@@ -8,13 +8,13 @@
 //! {"id": 4, "type": "todo.delete", "data": {"id": 1}}
 //! ```
 //! Settings: `--addr`/`ROHRPOST_ADDR` (127.0.0.1:8000), `--token`/`ROHRPOST_TOKEN`
-//! (hunter2), `--database-url`/`DATABASE_URL` (an SQLite file `todo.sqlite` here).
+//! (hunter2), `--database-url`/`DATABASE_URL` (an SQLite file `todo.sqlite` here),
+//! `--redis-url`/`ROHRPOST_REDIS_URL` (none: groups in this process only).
 
 #[path = "todo/app.rs"]
 mod app;
 
 use clap::Parser;
-use rohrpost::Groups;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +24,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let config = app::Config::parse();
-    let server = app::server(&config, Groups::memory()).await?;
+    let groups = config.groups().await?;
+    let server = app::server(&config, groups).await?;
     println!("rohrpost todo demo listening on {}", server.url());
     server.serve().await;
     Ok(())

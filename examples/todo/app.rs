@@ -28,6 +28,20 @@ pub struct Config {
         default_value = "sqlite://todo.sqlite?mode=rwc"
     )]
     pub database_url: String,
+    /// Share groups with other nodes through this Redis (`redis://host:port/`); without it,
+    /// groups live in this process only.
+    #[arg(long, env = "ROHRPOST_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+impl Config {
+    /// The group layer the settings ask for: Redis when a URL is given, else in-process.
+    pub async fn groups(&self) -> Result<Groups, rohrpost::GroupError> {
+        match &self.redis_url {
+            Some(url) => Ok(Groups::new(rohrpost::RedisGroups::connect(url).await?)),
+            None => Ok(Groups::memory()),
+        }
+    }
 }
 
 /// The todo table, whichever database holds it.

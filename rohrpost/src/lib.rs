@@ -66,6 +66,8 @@ pub mod subscribe;
 pub use connection::{Connection, SendError};
 pub use error::{Error, INTERNAL_ERROR};
 pub use groups::{GroupError, GroupLayer, GroupStats, Groups, MemoryGroups};
+#[cfg(feature = "redis")]
+pub use groups::{RedisGroups, RedisStatus, DEFAULT_CHANNEL_PREFIX, DEFAULT_REDIS_TIMEOUT};
 pub use handler::{
     Data, FromRequest, Handler, IntoReply, Json, NoReply, Reply, RequestContext, RequestId,
 };

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+mod redis_server;
+pub use redis_server::RedisServer;
+
 use futures_util::{SinkExt, StreamExt};
 use rohrpost::{Server, ServerBuilder};
 use serde_json::Value;

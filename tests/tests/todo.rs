@@ -35,6 +35,7 @@ impl Demo {
             addr: "127.0.0.1:0".into(),
             token: TOKEN.into(),
             database_url: database_url.into(),
+            redis_url: None,
         };
         let groups = Groups::memory();
         let server = app::server(&config, groups.clone())

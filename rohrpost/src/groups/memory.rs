@@ -61,6 +61,11 @@ impl MemoryGroups {
             .insert(name);
     }
 
+    /// The groups with at least one member.
+    pub(crate) fn group_names(&self) -> Vec<String> {
+        self.read().members.keys().map(|g| g.to_string()).collect()
+    }
+
     /// Queues `frame` for every local member of `group`.
     pub(crate) fn deliver(&self, group: &str, frame: &Utf8Bytes) -> usize {
         let state = self.read();

@@ -5,9 +5,12 @@
 //! anywhere in the process: a handler, a background task, an HTTP route. A message for a
 //! group is serialized once; every member gets the same frame bytes.
 //!
-//! Groups go through a [`GroupLayer`]: the in-process [`MemoryGroups`] is the default.
+//! Groups go through a [`GroupLayer`]: the in-process [`MemoryGroups`] is the default;
+//! `RedisGroups` (the `redis` feature) spans several servers.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +23,8 @@ use crate::handler::{FromRequest, RequestContext};
 use crate::message::{EmptyMessage, Message};
 use crate::{Connection, Error};
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisGroups, RedisStatus, DEFAULT_CHANNEL_PREFIX, DEFAULT_REDIS_TIMEOUT};
 pub use memory::MemoryGroups;
 
 /// Why a group operation failed.

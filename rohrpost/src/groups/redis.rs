@@ -1,0 +1,412 @@
+//! Groups across several servers, through Redis pub/sub (the `redis` feature).
+//!
+//! Each node keeps its local members in a [`MemoryGroups`]. A group send is delivered to the
+//! local members at once and published on the group's Redis channel; every other node with
+//! local members of that group is subscribed to the channel and delivers it to them. The
+//! payload carries the sending node's id, so a node skips its own messages: every member
+//! gets a message exactly once.
+//!
+//! Redis pub/sub is at-most-once: while Redis is unreachable, local members still get every
+//! message, remote nodes miss those sent meanwhile (the send returns
+//! [`GroupError::Backend`] after its local delivery), and nothing is replayed when Redis is
+//! back. The layer reconnects with backoff and re-subscribes every group with local members.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::{GroupError, GroupLayer, GroupStats, MemoryGroups};
+use crate::Connection;
+
+/// The default prefix of the groups' Redis channels: group `todo-1` is channel
+/// `rohrpost:group:todo-1`.
+pub const DEFAULT_CHANNEL_PREFIX: &str = "rohrpost:group:";
+/// The default bound on a Redis call made for a handler (a publish, a first subscribe).
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The Redis connection's state, as [`RedisGroups::status`] reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisStatus {
+    /// Whether the subscription connection is up and every wanted channel subscribed.
+    pub connected: bool,
+    /// How many times the subscription connection was (re)established.
+    pub connections: u64,
+    /// Channels currently subscribed.
+    pub subscribed: usize,
+}
+
+/// A [`GroupLayer`] on Redis pub/sub: run several servers behind a load balancer, and a
+/// group send on any of them reaches the members on all of them.
+///
+/// ```no_run
+/// use rohrpost::prelude::*;
+/// use rohrpost::{Groups, RedisGroups};
+///
+/// # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+/// let groups = Groups::new(RedisGroups::connect("redis://127.0.0.1:6379/").await?);
+/// let server = Server::builder().groups(groups).bind("127.0.0.1:8000").await?;
+/// # Ok(()) }
+/// ```
+///
+/// Clones share the same connections and local members.
+#[derive(Clone)]
+pub struct RedisGroups {
+    local: Arc<MemoryGroups>,
+    node: String,
+    prefix: String,
+    publisher: ConnectionManager,
+    timeout: Duration,
+    commands: mpsc::UnboundedSender<Sync>,
+    status: watch::Receiver<RedisStatus>,
+}
+
+/// Asks the subscriber task to bring a group's subscription in line with its local members;
+/// the task reads the membership when it gets to it, so the last request always wins.
+struct Sync {
+    group: String,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl RedisGroups {
+    /// Connects to Redis at `url` (`redis://host:port/db`), with the default channel prefix
+    /// and timeout. Fails when Redis cannot be reached now; after that, outages are
+    /// survived (see the module docs).
+    pub async fn connect(url: &str) -> Result<Self, GroupError> {
+        Self::connect_with(url, DEFAULT_CHANNEL_PREFIX, DEFAULT_REDIS_TIMEOUT).await
+    }
+
+    /// Connects with a channel prefix (to share one Redis between applications) and a bound
+    /// on each Redis call a handler waits for.
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+    ) -> Result<Self, GroupError> {
+        let client = redis::Client::open(url).map_err(backend)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_min_delay(MIN_BACKOFF)
+            .set_max_delay(MAX_BACKOFF);
+        let publisher = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(backend)?;
+        let local = Arc::new(MemoryGroups::new());
+        let node = format!("{:016x}:", rand_node_id());
+        let (commands, requests) = mpsc::unbounded_channel();
+        let (report, status) = watch::channel(RedisStatus::default());
+        let subscriber = Subscriber {
+            client,
+            local: local.clone(),
+            node: node.clone(),
+            prefix: prefix.to_owned(),
+            report,
+        };
+        tokio::spawn(subscriber.run(requests));
+        Ok(Self {
+            local,
+            node,
+            prefix: prefix.to_owned(),
+            publisher,
+            timeout,
+            commands,
+            status,
+        })
+    }
+
+    /// The subscription connection's current state.
+    pub fn status(&self) -> RedisStatus {
+        *self.status.borrow()
+    }
+
+    /// Waits until the subscription connection is up with every wanted channel subscribed,
+    /// at most `timeout`; returns whether it is.
+    pub async fn wait_until_connected(&self, timeout: Duration) -> bool {
+        let mut status = self.status.clone();
+        tokio::time::timeout(timeout, status.wait_for(|s| s.connected))
+            .await
+            .is_ok_and(|seen| seen.is_ok())
+    }
+
+    fn sync(&self, group: &str) -> oneshot::Receiver<()> {
+        let (done, synced) = oneshot::channel();
+        let _ = self.commands.send(Sync {
+            group: group.to_owned(),
+            done: Some(done),
+        });
+        synced
+    }
+
+    fn sync_later(&self, group: &str) {
+        let _ = self.commands.send(Sync {
+            group: group.to_owned(),
+            done: None,
+        });
+    }
+}
+
+impl GroupLayer for RedisGroups {
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        connection: &'a Connection,
+    ) -> BoxFuture<'a, Result<(), GroupError>> {
+        Box::pin(async move {
+            let first = self.local.member_count(group) == 0;
+            self.local.add(group, connection);
+            if first {
+                // Wait (boundedly) for the channel subscription, so that messages sent right
+                // after the join reply are not missed. If Redis is down, the member is
+                // still joined locally and the channel is subscribed on reconnection.
+                if tokio::time::timeout(self.timeout, self.sync(group))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(group, "Redis did not confirm the subscription in time; local delivery only until it does");
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn leave(&self, group: &str, connection: &Connection) -> bool {
+        let was_member = self.local.leave(group, connection);
+        if was_member && self.local.member_count(group) == 0 {
+            self.sync_later(group);
+        }
+        was_member
+    }
+
+    fn leave_all(&self, connection: &Connection) {
+        let groups = self.local.groups_of(connection);
+        self.local.leave_all(connection);
+        for group in groups {
+            if self.local.member_count(&group) == 0 {
+                self.sync_later(&group);
+            }
+        }
+    }
+
+    fn send<'a>(
+        &'a self,
+        group: &'a str,
+        frame: Utf8Bytes,
+    ) -> BoxFuture<'a, Result<usize, GroupError>> {
+        Box::pin(async move {
+            let delivered = self.local.deliver(group, &frame);
+            let mut payload = Vec::with_capacity(self.node.len() + frame.len());
+            payload.extend_from_slice(self.node.as_bytes());
+            payload.extend_from_slice(frame.as_bytes());
+            let mut publisher = self.publisher.clone();
+            let channel = format!("{}{group}", self.prefix);
+            let mut command = redis::cmd("PUBLISH");
+            command.arg(&channel).arg(payload);
+            let publish = command.query_async::<i64>(&mut publisher);
+            match tokio::time::timeout(self.timeout, publish).await {
+                Ok(Ok(_)) => Ok(delivered),
+                Ok(Err(error)) => Err(backend(error)),
+                Err(_) => Err(GroupError::Backend(
+                    format!("Redis did not take the publish within {:?}", self.timeout).into(),
+                )),
+            }
+        })
+    }
+
+    fn groups_of(&self, connection: &Connection) -> Vec<String> {
+        self.local.groups_of(connection)
+    }
+
+    fn member_count(&self, group: &str) -> usize {
+        self.local.member_count(group)
+    }
+
+    fn stats(&self) -> GroupStats {
+        self.local.stats()
+    }
+}
+
+impl fmt::Debug for RedisGroups {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisGroups")
+            .field("node", &self.node)
+            .field("prefix", &self.prefix)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(error: redis::RedisError) -> GroupError {
+    GroupError::Backend(Box::new(error))
+}
+
+/// A node id that differs between processes and between layers of one process.
+fn rand_node_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// The task that owns the subscription connection.
+struct Subscriber {
+    client: redis::Client,
+    local: Arc<MemoryGroups>,
+    node: String,
+    prefix: String,
+    report: watch::Sender<RedisStatus>,
+}
+
+/// Why a subscription connection ended.
+enum Lost {
+    /// The layer was dropped: stop.
+    Dropped,
+    /// Redis went away: reconnect.
+    Connection,
+}
+
+impl Subscriber {
+    async fn run(self, mut requests: mpsc::UnboundedReceiver<Sync>) {
+        let mut subscribed: HashSet<String> = HashSet::new();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match self.client.get_async_pubsub().await {
+                Ok(pubsub) => {
+                    backoff = MIN_BACKOFF;
+                    subscribed.clear();
+                    match self.serve(pubsub, &mut requests, &mut subscribed).await {
+                        Lost::Dropped => return,
+                        Lost::Connection => {
+                            tracing::warn!("lost the Redis subscription connection; reconnecting");
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, retry_in = ?backoff, "cannot connect to Redis for group subscriptions");
+                }
+            }
+            self.report.send_modify(|s| {
+                s.connected = false;
+                s.subscribed = 0;
+            });
+            // Wait out the backoff, acknowledging joins meanwhile: they are local-only
+            // until the connection is back, and are subscribed then.
+            let pause = tokio::time::sleep(backoff);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    request = requests.recv() => match request {
+                        Some(request) => drop(request.done),
+                        None => return,
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Subscribes every group with local members, then follows requests and delivers
+    /// messages until the connection or the layer goes away.
+    async fn serve(
+        &self,
+        pubsub: redis::aio::PubSub,
+        requests: &mut mpsc::UnboundedReceiver<Sync>,
+        subscribed: &mut HashSet<String>,
+    ) -> Lost {
+        let (mut sink, mut messages) = pubsub.split();
+        for group in self.local_groups() {
+            if self.apply(&mut sink, &group, subscribed).await.is_err() {
+                return Lost::Connection;
+            }
+        }
+        self.report.send_modify(|s| {
+            s.connected = true;
+            s.connections += 1;
+            s.subscribed = subscribed.len();
+        });
+        tracing::info!(
+            groups = subscribed.len(),
+            "Redis group subscriptions (re)established"
+        );
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(request) = request else { return Lost::Dropped };
+                    if self.apply(&mut sink, &request.group, subscribed).await.is_err() {
+                        return Lost::Connection;
+                    }
+                    self.report.send_modify(|s| s.subscribed = subscribed.len());
+                    if let Some(done) = request.done {
+                        let _ = done.send(());
+                    }
+                }
+                message = messages.next() => {
+                    let Some(message) = message else { return Lost::Connection };
+                    self.deliver(&message);
+                }
+            }
+        }
+    }
+
+    /// Subscribes or unsubscribes `group`'s channel to match its local members now.
+    async fn apply(
+        &self,
+        sink: &mut PubSubSink,
+        group: &str,
+        subscribed: &mut HashSet<String>,
+    ) -> Result<(), redis::RedisError> {
+        let wanted = self.local.member_count(group) > 0;
+        let channel = format!("{}{group}", self.prefix);
+        if wanted && !subscribed.contains(group) {
+            sink.subscribe(&channel).await?;
+            subscribed.insert(group.to_owned());
+        } else if !wanted && subscribed.remove(group) {
+            sink.unsubscribe(&channel).await?;
+        }
+        Ok(())
+    }
+
+    fn local_groups(&self) -> Vec<String> {
+        self.local.group_names()
+    }
+
+    /// Hands a message from another node to the local members.
+    fn deliver(&self, message: &redis::Msg) {
+        let Some(group) = message.get_channel_name().strip_prefix(&self.prefix) else {
+            return;
+        };
+        let payload = message.get_payload_bytes();
+        let Some(frame) = payload.get(self.node.len()..) else {
+            return;
+        };
+        if payload.starts_with(self.node.as_bytes()) {
+            return; // ours: delivered locally when it was sent
+        }
+        // The node id is 17 ASCII bytes; what follows is the frame's UTF-8 text.
+        match std::str::from_utf8(frame) {
+            Ok(text) => {
+                self.local.deliver(group, &Utf8Bytes::from(text));
+            }
+            Err(error) => {
+                tracing::warn!(group, %error, "dropping a Redis group message that is not UTF-8")
+            }
+        }
+    }
+}
