@@ -62,6 +62,7 @@ impl MemoryGroups {
     }
 
     /// The groups with at least one member.
+    #[cfg(feature = "redis")]
     pub(crate) fn group_names(&self) -> Vec<String> {
         self.read().members.keys().map(|g| g.to_string()).collect()
     }
