@@ -146,12 +146,18 @@ impl Connection {
     /// Like [`send`](Self::send), with an already serialized JSON text frame.
     pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
         self.ensure_open()?;
+        // Usually there is room: no timer, no waiting.
+        let item = match self.inner.outbound.try_send(Outbound::Text(text.into())) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::Closed),
+            Err(mpsc::error::TrySendError::Full(item)) => item,
+        };
         let queued = tokio::select! {
             biased;
             _ = self.inner.abort.cancelled() => return Err(SendError::Closed),
             queued = tokio::time::timeout(
                 self.inner.write_timeout,
-                self.inner.outbound.send(Outbound::Text(text.into())),
+                self.inner.outbound.send(item),
             ) => queued,
         };
         match queued {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -75,7 +75,8 @@ pub(super) async fn serve_connection(
         end
     };
     let writing = write_loop(sink, queue, &connection, &shared);
-    let (end, ()) = tokio::join!(reading, writing);
+    // Polled reader first: a reply queued by the reader is written in the same poll.
+    let (end, ()) = futures_util::future::join(reading, writing).await;
     if !matches!(end, End::Peer) {
         linger(&mut stream, shared.close_timeout.min(LINGER)).await;
     }
@@ -124,22 +125,25 @@ async fn read_loop(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> End {
-    let abort = connection.abort_token();
+    // Registered once, not per message.
+    let aborted = connection.abort_token().cancelled();
+    let shutting_down = shutdown.cancelled();
+    tokio::pin!(aborted, shutting_down);
     loop {
         if connection.is_closed() {
             return End::Closed;
         }
         let frame = tokio::select! {
             biased;
-            _ = abort.cancelled() => return End::Closed,
-            _ = shutdown.cancelled() => return End::Shutdown,
+            _ = &mut aborted => return End::Closed,
+            _ = &mut shutting_down => return End::Shutdown,
             frame = stream.next() => frame,
         };
         let reply = match frame {
             Some(Ok(Frame::Text(text))) => tokio::select! {
                 biased;
                 // A connection stopped at once does not wait for its handler.
-                _ = abort.cancelled() => return End::Closed,
+                _ = &mut aborted => return End::Closed,
                 reply = shared.dispatcher.dispatch(text, connection) => reply,
             },
             Some(Ok(Frame::Binary(_))) => Message::error(BINARY_FRAME_ERROR).to_json().ok(),
@@ -179,7 +183,8 @@ async fn write_loop(
     connection: &Connection,
     shared: &Shared,
 ) {
-    let abort = connection.abort_token();
+    let aborted = connection.abort_token().cancelled();
+    tokio::pin!(aborted);
     // Taken off the queue but not yet handed to the socket: kept here, so that an abort
     // while the socket is full does not lose it.
     let mut pending: Option<Outbound> = None;
@@ -187,20 +192,25 @@ async fn write_loop(
         if pending.is_none() {
             pending = tokio::select! {
                 biased;
-                _ = abort.cancelled() => break,
+                _ = &mut aborted => break,
                 item = queue.recv() => match item {
                     Some(item) => Some(item),
                     None => break,
                 },
             };
         }
-        let written = tokio::select! {
-            biased;
-            _ = abort.cancelled() => break,
-            written = tokio::time::timeout(
-                shared.write_timeout,
-                write_batch(&mut sink, &mut queue, &mut pending),
-            ) => written,
+        // Usually the socket takes the batch at once: no timer for that. `write_batch` is
+        // cancel-safe, so an unfinished attempt is simply resumed under the write timeout.
+        let written = match write_batch(&mut sink, &mut queue, &mut pending).now_or_never() {
+            Some(written) => Ok(written),
+            None => tokio::select! {
+                biased;
+                _ = &mut aborted => break,
+                written = tokio::time::timeout(
+                    shared.write_timeout,
+                    write_batch(&mut sink, &mut queue, &mut pending),
+                ) => written,
+            },
         };
         match written {
             Ok(Ok(Batch::Open)) => {}
@@ -230,7 +240,7 @@ async fn write_loop(
     // Flushes a close frame, ours or the reply to the client's.
     let _ = tokio::time::timeout(shared.close_timeout, sink.close()).await;
     // Stops the reader too, whoever ended first.
-    abort.cancel();
+    connection.abort_token().cancel();
 }
 
 enum Batch {

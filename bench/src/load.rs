@@ -1,0 +1,293 @@
+//! The load generators: round trips, idle connections, and fan-out.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::WebSocketStream;
+
+pub type Socket = WebSocketStream<TcpStream>;
+
+/// Connects from 127.0.0.`n` (spreading source addresses past one address's ports).
+pub async fn connect(addr: SocketAddr, path: &str, n: usize) -> Socket {
+    let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (n % 253) as u8));
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind a loopback source address");
+    let stream = socket.connect(addr).await.expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let url = format!("ws://{addr}{path}");
+    let (socket, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("handshake");
+    socket
+}
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// What one round-trip run measured.
+pub struct RttResult {
+    pub messages: u64,
+    pub elapsed: Duration,
+    /// Round-trip latencies, in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl RttResult {
+    pub fn per_second(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `connections` sockets, each keeping `in_flight` pings outstanding for `duration`.
+pub async fn rtt(
+    addr: SocketAddr,
+    path: &str,
+    connections: usize,
+    in_flight: usize,
+    duration: Duration,
+) -> RttResult {
+    let mut sockets = Vec::with_capacity(connections);
+    for n in 0..connections {
+        sockets.push(connect(addr, path, n).await);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|socket| tokio::spawn(pinger(socket, in_flight, deadline)))
+        .collect();
+    let mut result = RttResult {
+        messages: 0,
+        elapsed: Duration::ZERO,
+        latency: histogram(),
+    };
+    for task in tasks {
+        let (messages, latency) = task.await.expect("pinger");
+        result.messages += messages;
+        result.latency.add(latency).expect("same bounds");
+    }
+    result.elapsed = started.elapsed();
+    result
+}
+
+async fn pinger(mut socket: Socket, in_flight: usize, deadline: Instant) -> (u64, Histogram<u64>) {
+    let mut latency = histogram();
+    let mut sent_at = VecDeque::with_capacity(in_flight);
+    let mut next_id = 0_u64;
+    let mut messages = 0;
+    for _ in 0..in_flight {
+        sent_at.push_back(Instant::now());
+        let ping = format!(r#"{{"id":{next_id},"type":"ping"}}"#);
+        next_id += 1;
+        socket.feed(Frame::Text(ping.into())).await.expect("send");
+    }
+    socket.flush().await.expect("flush");
+    while let Some(Ok(frame)) = socket.next().await {
+        if !frame.is_text() {
+            continue;
+        }
+        let Some(sent) = sent_at.pop_front() else {
+            break;
+        };
+        let _ = latency.record(sent.elapsed().as_micros().max(1) as u64);
+        messages += 1;
+        if Instant::now() < deadline {
+            sent_at.push_back(Instant::now());
+            let ping = format!(r#"{{"id":{next_id},"type":"ping"}}"#);
+            next_id += 1;
+            socket.send(Frame::Text(ping.into())).await.expect("send");
+        } else if sent_at.is_empty() {
+            break;
+        }
+    }
+    let _ = socket.close(None).await;
+    (messages, latency)
+}
+
+/// Opens `count` connections, each proving itself with a ping; returns them (to hold).
+pub async fn open_idle(
+    addr: SocketAddr,
+    path: &str,
+    count: usize,
+    progress: &indicatif::ProgressBar,
+) -> Vec<Socket> {
+    let limit = Arc::new(Semaphore::new(256));
+    let tasks: Vec<_> = (0..count)
+        .map(|n| {
+            let limit = limit.clone();
+            let path = path.to_owned();
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                let _permit = limit.acquire().await.expect("semaphore");
+                let mut socket = connect(addr, &path, n).await;
+                socket
+                    .send(Frame::Text(format!(r#"{{"id":{n},"type":"ping"}}"#).into()))
+                    .await
+                    .expect("ping");
+                loop {
+                    match socket.next().await {
+                        Some(Ok(frame)) if frame.is_text() => break,
+                        Some(Ok(_)) => continue,
+                        other => panic!("connection {n} failed: {other:?}"),
+                    }
+                }
+                progress.inc(1);
+                socket
+            })
+        })
+        .collect();
+    let mut sockets = Vec::with_capacity(count);
+    for task in tasks {
+        sockets.push(task.await.expect("connection task"));
+    }
+    sockets
+}
+
+/// What a fan-out run measured.
+pub struct FanoutResult {
+    pub deliveries: u64,
+    pub elapsed: Duration,
+    /// Update sent → one subscriber has it, in microseconds.
+    pub delivery: Histogram<u64>,
+    /// Update sent → every subscriber has it, in microseconds.
+    pub complete: Histogram<u64>,
+}
+
+/// `subscribers` clients (on `subscribe_to`) subscribe to todo 1; one client (on
+/// `update_on`) creates it and sends `updates` renames, at most `window` of them not yet
+/// delivered to everyone.
+pub async fn fanout(
+    subscribe_to: SocketAddr,
+    update_on: SocketAddr,
+    subscribers: usize,
+    updates: usize,
+    window: usize,
+    progress: &indicatif::ProgressBar,
+) -> FanoutResult {
+    let mut updater = connect(update_on, "/rohrpost/", 0).await;
+    call(
+        &mut updater,
+        json!({"id": 0, "type": "todo.create", "data": {"title": "bench"}}),
+    )
+    .await;
+    let (mut updater, mut replies) = updater.split();
+    // The replies to the updates are not measured, only read.
+    let drain = tokio::spawn(async move { while let Some(Ok(_)) = replies.next().await {} });
+
+    let epoch = Instant::now();
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..updates).map(|_| AtomicU64::new(0)).collect());
+    let remaining: Arc<Vec<AtomicUsize>> = Arc::new(
+        (0..updates)
+            .map(|_| AtomicUsize::new(subscribers))
+            .collect(),
+    );
+    let completed = Arc::new(tokio::sync::Notify::new());
+    let done_updates = Arc::new(AtomicUsize::new(0));
+    let complete = Arc::new(std::sync::Mutex::new(histogram()));
+
+    let mut tasks = Vec::with_capacity(subscribers);
+    for n in 0..subscribers {
+        let mut socket = connect(subscribe_to, "/rohrpost/", n + 1).await;
+        let reply = call(
+            &mut socket,
+            json!({"id": 1, "type": "subscribe", "auth_jwt": "hunter2", "data": {"type": "todo", "id": 1}}),
+        )
+        .await;
+        assert_eq!(reply["data"]["group"], "todo-1", "subscribed: {reply}");
+        let sent_at = sent_at.clone();
+        let remaining = remaining.clone();
+        let completed = completed.clone();
+        let done_updates = done_updates.clone();
+        let complete = complete.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut delivery = histogram();
+            let mut seen = 0;
+            while seen < updates {
+                let Some(Ok(frame)) = socket.next().await else {
+                    break;
+                };
+                let Frame::Text(text) = frame else { continue };
+                let Some(k) = update_number(&text) else {
+                    continue;
+                };
+                let now = epoch.elapsed().as_micros() as u64;
+                let sent = sent_at[k].load(Ordering::Acquire);
+                let _ = delivery.record(now.saturating_sub(sent).max(1));
+                seen += 1;
+                if remaining[k].fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let _ = complete
+                        .lock()
+                        .unwrap()
+                        .record(now.saturating_sub(sent).max(1));
+                    done_updates.fetch_add(1, Ordering::AcqRel);
+                    completed.notify_one();
+                }
+            }
+            (seen as u64, delivery)
+        }));
+    }
+
+    let started = Instant::now();
+    for k in 0..updates {
+        while k >= done_updates.load(Ordering::Acquire) + window {
+            completed.notified().await;
+        }
+        sent_at[k].store(epoch.elapsed().as_micros() as u64, Ordering::Release);
+        let update = json!({"id": k + 2, "type": "todo.update", "data": {"id": 1, "title": format!("u{k}")}});
+        updater
+            .send(Frame::Text(update.to_string().into()))
+            .await
+            .expect("update");
+        progress.inc(1);
+    }
+    let mut result = FanoutResult {
+        deliveries: 0,
+        elapsed: Duration::ZERO,
+        delivery: histogram(),
+        complete: histogram(),
+    };
+    for task in tasks {
+        let (seen, delivery) = task.await.expect("subscriber");
+        result.deliveries += seen;
+        result.delivery.add(delivery).expect("same bounds");
+    }
+    result.elapsed = started.elapsed();
+    result.complete = complete.lock().unwrap().clone();
+    let _ = updater.close().await;
+    drain.abort();
+    result
+}
+
+/// The `k` of a push whose title is `u<k>`.
+fn update_number(text: &str) -> Option<usize> {
+    let start = text.find(r#""title":"u"#)? + r#""title":"u"#.len();
+    let rest = &text[start..];
+    let end = rest.find('"')?;
+    rest[..end].parse().ok()
+}
+
+async fn call(socket: &mut Socket, request: Value) -> Value {
+    socket
+        .send(Frame::Text(request.to_string().into()))
+        .await
+        .expect("send");
+    loop {
+        match socket.next().await {
+            Some(Ok(Frame::Text(text))) => return serde_json::from_str(&text).expect("JSON reply"),
+            Some(Ok(_)) => continue,
+            other => panic!("no reply: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! `cargo run --release -p rohrpost-bench -- MODE`: rohrpost against a tokio-tungstenite
+//! baseline in one run, alternating, with the server pinned to CPU 0 and the load generator
+//! to CPU 1. Prints a table and one JSON line.
+
+mod load;
+mod process;
+mod servers;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use process::{RedisProcess, ServerProcess};
+use servers::Kind;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks rohrpost against tokio-tungstenite baselines, in one run")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Round trips: pings on N connections with W in flight each, for D seconds per round;
+    /// the echo baseline and rohrpost alternate.
+    Rtt {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
+    /// Idle connections: open and hold N live connections; the server's resident memory
+    /// per connection.
+    Conns {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+    },
+    /// Fan-out: M subscribers of one todo, K updates from another client; delivery latency
+    /// and the server's CPU time per delivery, against the hand-written fan-out baseline.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+        /// Updates not yet delivered to everyone at most.
+        #[arg(long, default_value_t = 1)]
+        window: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
+    /// Cross-node fan-out through Redis (subscribers on node B, updates on node A) against
+    /// the in-process layer (one node); needs redis-server.
+    Redis {
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 500)]
+        updates: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
+    /// Runs one server (used by the modes above).
+    #[command(hide = true)]
+    Serve {
+        #[arg(value_enum)]
+        kind: Kind,
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        redis_url: Option<String>,
+        #[arg(long)]
+        database_url: Option<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Mode::Serve {
+        kind,
+        addr,
+        redis_url,
+        database_url,
+    } = cli.mode
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(servers::serve(kind, &addr, redis_url, database_url));
+        return;
+    }
+    let fds = process::raise_fd_limit(300_000);
+    process::pin_load_generator();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = runtime.block_on(async {
+        match cli.mode {
+            Mode::Rtt {
+                connections,
+                in_flight,
+                seconds,
+                rounds,
+            } => rtt(connections, in_flight, Duration::from_secs(seconds), rounds).await,
+            Mode::Conns { count } => conns(count, fds).await,
+            Mode::Fanout {
+                subscribers,
+                updates,
+                window,
+                rounds,
+            } => fanout(subscribers, updates, window, rounds).await,
+            Mode::Redis {
+                subscribers,
+                updates,
+                rounds,
+            } => redis(subscribers, updates, rounds).await,
+            Mode::Serve { .. } => unreachable!("handled above"),
+        }
+    });
+    println!("{report}");
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {elapsed}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn quantiles(h: &Histogram<u64>) -> Value {
+    json!({"p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "p999_us": h.value_at_quantile(0.999)})
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: usize) -> Value {
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    let mut p99_ratios = Vec::new();
+    let mut p50_deltas = Vec::new();
+    let progress = bar((rounds * 2) as u64, "rtt rounds");
+    for round in 0..rounds {
+        let mut pair = Vec::new();
+        for kind in [Kind::EchoBaseline, Kind::Rohrpost] {
+            let server = ServerProcess::start(kind, None, None);
+            let path = if kind == Kind::Rohrpost {
+                "/rohrpost/"
+            } else {
+                "/"
+            };
+            let result = load::rtt(server.addr, path, connections, in_flight, seconds).await;
+            progress.inc(1);
+            pair.push((kind, result));
+        }
+        let (base, ours) = (&pair[0].1, &pair[1].1);
+        ratios.push(ours.per_second() / base.per_second());
+        p99_ratios.push(
+            ours.latency.value_at_quantile(0.99) as f64
+                / base.latency.value_at_quantile(0.99) as f64,
+        );
+        p50_deltas.push(
+            ours.latency.value_at_quantile(0.5) as f64 - base.latency.value_at_quantile(0.5) as f64,
+        );
+        for (kind, result) in &pair {
+            rows.push(json!({"round": round, "server": format!("{kind:?}"), "msgs_per_s": result.per_second().round(), "latency": quantiles(&result.latency)}));
+        }
+    }
+    progress.finish_and_clear();
+    println!("mode rtt: {connections} connections x {in_flight} in flight, {}s per round, {rounds} rounds", seconds.as_secs());
+    println!(
+        "{:>6} {:>14} {:>12} {:>9} {:>9} {:>9}",
+        "round", "server", "msgs/s", "p50 us", "p99 us", "p999 us"
+    );
+    for row in &rows {
+        println!(
+            "{:>6} {:>14} {:>12} {:>9} {:>9} {:>9}",
+            row["round"].to_string(),
+            row["server"].as_str().unwrap_or(""),
+            row["msgs_per_s"].to_string(),
+            row["latency"]["p50_us"].to_string(),
+            row["latency"]["p99_us"].to_string(),
+            row["latency"]["p999_us"].to_string()
+        );
+    }
+    let summary = json!({
+        "throughput_ratio_mean": ratios.iter().sum::<f64>() / ratios.len().max(1) as f64,
+        "throughput_ratio_median": median(&mut ratios.clone()),
+        "p99_ratio_median": median(&mut p99_ratios),
+        "p50_delta_us_median": median(&mut p50_deltas),
+    });
+    println!("rohrpost / baseline: {summary}");
+    json!({"mode": "rtt", "connections": connections, "in_flight": in_flight, "rows": rows, "summary": summary})
+}
+
+async fn conns(count: usize, fds: u64) -> Value {
+    let mut rows = Vec::new();
+    for kind in [Kind::EchoBaseline, Kind::Rohrpost] {
+        let server = ServerProcess::start(kind, None, None);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = server.rss_kib();
+        let progress = bar(count as u64, &format!("{kind:?} connections"));
+        let path = if kind == Kind::Rohrpost {
+            "/rohrpost/"
+        } else {
+            "/"
+        };
+        let sockets = load::open_idle(server.addr, path, count, &progress).await;
+        progress.finish_and_clear();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = server.rss_kib();
+        let per_connection = (after.saturating_sub(before)) as f64 / count as f64;
+        rows.push(json!({"server": format!("{kind:?}"), "connections": sockets.len(), "rss_before_kib": before, "rss_after_kib": after, "kib_per_connection": (per_connection * 100.0).round() / 100.0}));
+        drop(sockets);
+    }
+    println!("mode conns: {count} idle connections (open-file limit {fds})");
+    println!(
+        "{:>14} {:>12} {:>12} {:>12} {:>10}",
+        "server", "connections", "rss before", "rss after", "KiB/conn"
+    );
+    for row in &rows {
+        println!(
+            "{:>14} {:>12} {:>12} {:>12} {:>10}",
+            row["server"].as_str().unwrap_or(""),
+            row["connections"].to_string(),
+            row["rss_before_kib"].to_string(),
+            row["rss_after_kib"].to_string(),
+            row["kib_per_connection"].to_string()
+        );
+    }
+    json!({"mode": "conns", "count": count, "rows": rows})
+}
+
+async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize) -> Value {
+    let mut rows = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    let mut p99_ratios = Vec::new();
+    for round in 0..rounds {
+        let mut pair = Vec::new();
+        for kind in [Kind::FanoutBaseline, Kind::Todo] {
+            let server = ServerProcess::start(kind, None, None);
+            let progress = bar(updates as u64, &format!("{kind:?} updates"));
+            let cpu_before = server.cpu_time();
+            let result = load::fanout(
+                server.addr,
+                server.addr,
+                subscribers,
+                updates,
+                window,
+                &progress,
+            )
+            .await;
+            let cpu = server.cpu_time() - cpu_before;
+            progress.finish_and_clear();
+            let cpu_per_delivery_us = cpu.as_secs_f64() * 1e6 / result.deliveries.max(1) as f64;
+            pair.push((kind, result, cpu_per_delivery_us));
+        }
+        cpu_ratios.push(pair[1].2 / pair[0].2);
+        p99_ratios.push(
+            pair[1].1.complete.value_at_quantile(0.99) as f64
+                / pair[0].1.complete.value_at_quantile(0.99) as f64,
+        );
+        for (kind, result, cpu) in &pair {
+            rows.push(json!({
+                "round": round, "server": format!("{kind:?}"), "deliveries": result.deliveries,
+                "deliveries_per_s": (result.deliveries as f64 / result.elapsed.as_secs_f64()).round(),
+                "cpu_us_per_delivery": (cpu * 100.0).round() / 100.0,
+                "delivery": quantiles(&result.delivery), "all_subscribers": quantiles(&result.complete),
+            }));
+        }
+    }
+    println!("mode fanout: {subscribers} subscribers, {updates} updates, window {window}, {rounds} rounds");
+    println!(
+        "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14}",
+        "round", "server", "deliveries", "deliveries/s", "CPU us/deliv", "all p50 us", "all p99 us"
+    );
+    for row in &rows {
+        println!(
+            "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14}",
+            row["round"].to_string(),
+            row["server"].as_str().unwrap_or(""),
+            row["deliveries"].to_string(),
+            row["deliveries_per_s"].to_string(),
+            row["cpu_us_per_delivery"].to_string(),
+            row["all_subscribers"]["p50_us"].to_string(),
+            row["all_subscribers"]["p99_us"].to_string()
+        );
+    }
+    let summary = json!({"cpu_per_delivery_ratio_median": median(&mut cpu_ratios), "all_subscribers_p99_ratio_median": median(&mut p99_ratios)});
+    println!("rohrpost / baseline: {summary}");
+    json!({"mode": "fanout", "subscribers": subscribers, "updates": updates, "rows": rows, "summary": summary})
+}
+
+async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
+    let Some(redis) = RedisProcess::start() else {
+        return json!({"mode": "redis", "error": "redis-server could not be started"});
+    };
+    let mut rows = Vec::new();
+    let mut p50_ratios = Vec::new();
+    let mut p99_ratios = Vec::new();
+    let directory = tempfile::tempdir().expect("temporary directory");
+    for round in 0..rounds {
+        let mut pair = Vec::new();
+        for cross_node in [false, true] {
+            // A fresh database each run, shared by both nodes of the cross-node setup.
+            let database = format!(
+                "sqlite://{}?mode=rwc",
+                directory
+                    .path()
+                    .join(format!("r{round}{cross_node}.sqlite"))
+                    .display()
+            );
+            let progress = bar(
+                updates as u64,
+                if cross_node {
+                    "cross-node updates"
+                } else {
+                    "in-process updates"
+                },
+            );
+            let result = if cross_node {
+                let a = ServerProcess::start(Kind::Todo, Some(&redis.url()), Some(&database));
+                let b = ServerProcess::start(Kind::Todo, Some(&redis.url()), Some(&database));
+                load::fanout(b.addr, a.addr, subscribers, updates, 1, &progress).await
+            } else {
+                let node = ServerProcess::start(Kind::Todo, None, Some(&database));
+                load::fanout(node.addr, node.addr, subscribers, updates, 1, &progress).await
+            };
+            progress.finish_and_clear();
+            pair.push((cross_node, result));
+        }
+        p50_ratios.push(
+            pair[1].1.delivery.value_at_quantile(0.5) as f64
+                / pair[0].1.delivery.value_at_quantile(0.5) as f64,
+        );
+        p99_ratios.push(
+            pair[1].1.delivery.value_at_quantile(0.99) as f64
+                / pair[0].1.delivery.value_at_quantile(0.99) as f64,
+        );
+        for (cross_node, result) in &pair {
+            rows.push(json!({"round": round, "layer": if *cross_node { "redis, 2 nodes" } else { "in-process" }, "deliveries": result.deliveries, "delivery": quantiles(&result.delivery)}));
+        }
+    }
+    println!("mode redis: {subscribers} subscribers, {updates} updates, {rounds} rounds");
+    println!(
+        "{:>6} {:>16} {:>11} {:>10} {:>10}",
+        "round", "layer", "deliveries", "p50 us", "p99 us"
+    );
+    for row in &rows {
+        println!(
+            "{:>6} {:>16} {:>11} {:>10} {:>10}",
+            row["round"].to_string(),
+            row["layer"].as_str().unwrap_or(""),
+            row["deliveries"].to_string(),
+            row["delivery"]["p50_us"].to_string(),
+            row["delivery"]["p99_us"].to_string()
+        );
+    }
+    let summary = json!({"p50_ratio_median": median(&mut p50_ratios), "p99_ratio_median": median(&mut p99_ratios)});
+    println!("redis / in-process: {summary}");
+    json!({"mode": "redis", "subscribers": subscribers, "updates": updates, "rows": rows, "summary": summary})
+}

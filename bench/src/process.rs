@@ -1,0 +1,191 @@
+//! Server processes: started pinned to one core, measured from /proc, stopped at the end.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::servers::Kind;
+
+/// The core servers run on; the load generator takes the other.
+pub const SERVER_CPU: &str = "0";
+pub const LOAD_CPU: &str = "1";
+
+/// A server process of this binary (`rohrpost-bench serve …`).
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    pub fn start(kind: Kind, redis_url: Option<&str>, database_url: Option<&str>) -> Self {
+        let exe = std::env::current_exe().expect("own path");
+        let kind_name = clap::ValueEnum::to_possible_value(&kind)
+            .expect("named kind")
+            .get_name()
+            .to_owned();
+        let mut command = if taskset_available() {
+            let mut c = Command::new("taskset");
+            c.args(["-c", SERVER_CPU]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        command.args(["serve", &kind_name, "--addr", "127.0.0.1:0"]);
+        if let Some(url) = redis_url {
+            command.args(["--redis-url", url]);
+        }
+        if let Some(url) = database_url {
+            command.args(["--database-url", url]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("server process starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("server reports its address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected server output {line:?}"));
+        Self { child, addr }
+    }
+
+    /// Resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// CPU time used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+            .sum();
+        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+pub fn taskset_available() -> bool {
+    Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Pins this process (the load generator) to the other core.
+pub fn pin_load_generator() {
+    if taskset_available() {
+        let _ = Command::new("taskset")
+            .args(["-p", "-c", LOAD_CPU, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// Raises the open-file limit as far as the system allows; returns it.
+pub fn raise_fd_limit(wanted: u64) -> u64 {
+    let (_, hard) = rlimit::Resource::NOFILE.get().unwrap_or((1024, 1024));
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    // Root may raise the hard limit up to nr_open; others up to the hard limit.
+    for limit in [wanted.min(nr_open), hard] {
+        if rlimit::Resource::NOFILE.set(limit, limit.max(hard)).is_ok() {
+            return limit;
+        }
+    }
+    rlimit::Resource::NOFILE
+        .get()
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+}
+
+/// A `redis-server` on a free port, for the cross-node mode.
+pub struct RedisProcess {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisProcess {
+    pub fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut command = Command::new("taskset");
+        command.args(["-c", SERVER_CPU, "redis-server"]);
+        if !taskset_available() {
+            command = Command::new("redis-server");
+        }
+        let child = command
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Self { child, port });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,196 @@
+//! The servers a benchmark compares, each run in a process of its own (`rohrpost-bench
+//! serve KIND`), pinned to one core.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures_util::{SinkExt, StreamExt};
+use rohrpost::prelude::*;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
+
+#[path = "../../examples/todo/app.rs"]
+#[allow(dead_code)]
+mod app;
+
+/// Which server to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Plain tokio-tungstenite, default settings, echoing each text frame unchanged: the
+    /// ceiling of the stack for round trips.
+    EchoBaseline,
+    /// rohrpost with its defaults: the built-in `ping`.
+    Rohrpost,
+    /// Hand-written tokio-tungstenite fan-out over the demo's subscribe/update messages:
+    /// one serialization, the same bytes queued to every member, writes batched per
+    /// connection. The ceiling for pushes.
+    FanoutBaseline,
+    /// The rohrpost todo demo (SQLite in a temporary directory; Redis groups with
+    /// `--redis-url`).
+    Todo,
+}
+
+pub async fn serve(
+    kind: Kind,
+    addr: &str,
+    redis_url: Option<String>,
+    database_url: Option<String>,
+) {
+    match kind {
+        Kind::EchoBaseline => echo_baseline(addr).await,
+        Kind::Rohrpost => {
+            let server = Server::builder()
+                .handlers(Handlers::new())
+                .bind(addr)
+                .await
+                .expect("bind");
+            ready(server.local_addr());
+            server.serve().await;
+        }
+        Kind::FanoutBaseline => fanout_baseline(addr).await,
+        Kind::Todo => {
+            let directory = tempfile::tempdir_in(fast_tmp()).expect("temporary directory");
+            let database_url = database_url.unwrap_or_else(|| {
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    directory.path().join("todo.sqlite").display()
+                )
+            });
+            let config = app::Config {
+                addr: addr.to_owned(),
+                token: "hunter2".into(),
+                database_url,
+                redis_url,
+            };
+            let groups = config.groups().await.expect("group layer");
+            let server = app::server(&config, groups).await.expect("todo server");
+            ready(server.local_addr());
+            server.serve().await;
+        }
+    }
+}
+
+/// A tmpfs where there is one, so that SQLite's fsync costs nothing.
+fn fast_tmp() -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Tells the parent process where the server listens.
+fn ready(addr: std::net::SocketAddr) {
+    println!("listening {addr}");
+}
+
+async fn echo_baseline(addr: &str) {
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    ready(listener.local_addr().expect("address"));
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            while let Some(Ok(frame)) = socket.next().await {
+                if frame.is_text() && socket.send(frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+type Members = Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Utf8Bytes>>>>>;
+
+async fn fanout_baseline(addr: &str) {
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    ready(listener.local_addr().expect("address"));
+    let members: Members = Arc::default();
+    let push_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(fanout_connection(stream, members.clone(), push_ids.clone()));
+    }
+}
+
+async fn fanout_connection(
+    stream: TcpStream,
+    members: Members,
+    push_ids: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(socket) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let (mut sink, mut frames) = socket.split();
+    let (sender, mut queue) = mpsc::unbounded_channel::<Utf8Bytes>();
+    tokio::spawn(async move {
+        while let Some(first) = queue.recv().await {
+            if sink.feed(Frame::Text(first)).await.is_err() {
+                return;
+            }
+            while let Ok(next) = queue.try_recv() {
+                if sink.feed(Frame::Text(next)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(Ok(frame)) = frames.next().await {
+        let Frame::Text(text) = frame else { continue };
+        let Ok(request) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let id = &request["id"];
+        match request["type"].as_str() {
+            Some("subscribe") => {
+                let group = format!("todo-{}", request["data"]["id"]);
+                let reply = json!({"id": id, "type": "subscribe", "data": {"group": group}});
+                members
+                    .lock()
+                    .unwrap()
+                    .entry(group)
+                    .or_default()
+                    .push(sender.clone());
+                let _ = sender.send(reply.to_string().into());
+            }
+            Some("todo.create" | "todo.update") => {
+                let kind = if request["type"] == "todo.create" {
+                    "create"
+                } else {
+                    "update"
+                };
+                let todo_id = request["data"]["id"].as_i64().unwrap_or(1);
+                let title = &request["data"]["title"];
+                let group = format!("todo-{todo_id}");
+                let push_id = push_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let push: Utf8Bytes = json!({
+                    "id": push_id,
+                    "type": "subscription-update",
+                    "data": {"type": kind, "group": group,
+                             "object": {"id": todo_id, "title": title, "updated_fields": ["title"]}}
+                })
+                .to_string()
+                .into();
+                if let Some(list) = members.lock().unwrap().get(&group) {
+                    for member in list {
+                        let _ = member.send(push.clone());
+                    }
+                }
+                let reply = json!({"id": id, "type": request["type"], "data": {"id": todo_id, "title": title}});
+                let _ = sender.send(reply.to_string().into());
+            }
+            _ => {
+                let reply = json!({"id": id, "type": "pong"});
+                let _ = sender.send(reply.to_string().into());
+            }
+        }
+    }
+}
