@@ -4,7 +4,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -56,6 +59,14 @@ struct Inner {
     abort_frame: Mutex<Option<CloseFrame>>,
     /// Set once a close was queued: later sends are refused rather than lost behind it.
     closing: AtomicBool,
+    /// Set with `abort`, readable without the token's lock (checked on every send).
+    stopped: AtomicBool,
+    /// Set when the server shuts down: the reader stops after the current message.
+    shutting_down: AtomicBool,
+    /// The reader's and the writer's wakers for `stopped`/`shutting_down`: registering one
+    /// takes a few atomic operations, where a cancellation token takes a lock per poll.
+    reader_waker: AtomicWaker,
+    writer_waker: AtomicWaker,
     write_timeout: Duration,
     state: Mutex<TypeMap>,
     groups: Groups,
@@ -107,6 +118,10 @@ impl Connection {
                 abort,
                 abort_frame: Mutex::new(None),
                 closing: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
+                shutting_down: AtomicBool::new(false),
+                reader_waker: AtomicWaker::new(),
+                writer_waker: AtomicWaker::new(),
                 write_timeout,
                 state: Mutex::new(TypeMap::default()),
                 groups,
@@ -222,7 +237,7 @@ impl Connection {
     /// Whether the connection is closed or closing: nothing more can be sent.
     pub fn is_closed(&self) -> bool {
         self.inner.closing.load(Ordering::Acquire)
-            || self.inner.abort.is_cancelled()
+            || self.inner.stopped.load(Ordering::Acquire)
             || self.inner.outbound.is_closed()
     }
 
@@ -275,15 +290,72 @@ impl Connection {
             *slot = Some(frame);
         }
         drop(slot);
+        self.stop();
+    }
+
+    /// Stops the connection at once, without a close frame of ours (the client is gone, or
+    /// the connection's task ends).
+    pub(crate) fn stop(&self) {
+        self.inner.stopped.store(true, Ordering::Release);
+        self.inner.reader_waker.wake();
+        self.inner.writer_waker.wake();
         self.inner.abort.cancel();
+    }
+
+    /// Asks the reader to stop after the current message (server shutdown).
+    pub(crate) fn begin_shutdown(&self) {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.reader_waker.wake();
+    }
+
+    /// For the reader: resolves when the connection is stopped (`true`) or the server shuts
+    /// down (`false`).
+    pub(crate) fn reader_signal(&self) -> impl std::future::Future<Output = bool> + '_ {
+        std::future::poll_fn(move |cx| {
+            for attempt in 0..2 {
+                if self.inner.stopped.load(Ordering::Acquire) {
+                    return Poll::Ready(true);
+                }
+                if self.inner.shutting_down.load(Ordering::Acquire) {
+                    return Poll::Ready(false);
+                }
+                if attempt == 0 {
+                    self.inner.reader_waker.register(cx.waker());
+                }
+            }
+            Poll::Pending
+        })
+    }
+
+    /// For the writer: resolves when the connection is stopped.
+    pub(crate) fn writer_signal(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.stopped_signal(&self.inner.writer_waker)
+    }
+
+    /// For the reader while a handler runs: resolves when the connection is stopped.
+    pub(crate) fn reader_stopped(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.stopped_signal(&self.inner.reader_waker)
+    }
+
+    fn stopped_signal<'a>(
+        &'a self,
+        waker: &'a AtomicWaker,
+    ) -> impl std::future::Future<Output = ()> + 'a {
+        std::future::poll_fn(move |cx| {
+            if self.inner.stopped.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            waker.register(cx.waker());
+            if self.inner.stopped.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     pub(crate) fn take_abort_frame(&self) -> Option<CloseFrame> {
         lock(&self.inner.abort_frame).take()
-    }
-
-    pub(crate) fn abort_token(&self) -> &CancellationToken {
-        &self.inner.abort
     }
 
     fn state(&self) -> MutexGuard<'_, TypeMap> {

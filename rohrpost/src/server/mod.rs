@@ -12,7 +12,6 @@ use thiserror::Error;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
 use crate::registry::DuplicateHandler;
@@ -229,6 +228,8 @@ impl ServerBuilder {
             listener,
             local_addr,
             shared: Arc::new(Shared {
+                live: Default::default(),
+                shutting_down: Default::default(),
                 dispatcher: Dispatcher::new(handlers, self.state),
                 groups: self.groups.unwrap_or_default(),
                 path: self.path,
@@ -274,6 +275,9 @@ pub struct Server {
 
 #[derive(Debug)]
 struct Shared {
+    /// The live connections, to tell each when the server shuts down.
+    live: std::sync::Mutex<std::collections::HashMap<u64, crate::Connection>>,
+    shutting_down: std::sync::atomic::AtomicBool,
     dispatcher: Dispatcher,
     groups: Groups,
     path: String,
@@ -282,6 +286,38 @@ struct Shared {
     handshake_timeout: Duration,
     close_timeout: Duration,
     write_timeout: Duration,
+}
+
+impl Shared {
+    fn live(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, crate::Connection>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a connection to the live list; one that arrives during shutdown is told at once.
+    fn register(&self, connection: &crate::Connection) {
+        self.live().insert(connection.id(), connection.clone());
+        if self
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            connection.begin_shutdown();
+        }
+    }
+
+    fn unregister(&self, connection: &crate::Connection) {
+        self.live().remove(&connection.id());
+    }
+
+    /// Tells every live connection to finish its current message and close with 1001.
+    fn begin_shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+        for connection in self.live().values() {
+            connection.begin_shutdown();
+        }
+    }
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -333,7 +369,6 @@ impl Server {
             shutdown_timeout,
         } = self;
         tracing::info!(addr = %local_addr, path = %shared.path, "rohrpost server listening");
-        let shutdown = CancellationToken::new();
         let mut connections = JoinSet::new();
         tokio::pin!(signal);
         loop {
@@ -341,7 +376,7 @@ impl Server {
                 _ = &mut signal => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(socket::serve_connection(stream, peer, shared.clone(), shutdown.clone()));
+                        connections.spawn(socket::serve_connection(stream, peer, shared.clone()));
                     }
                     Err(error) => {
                         // Typically out of file descriptors: wait rather than spin.
@@ -357,7 +392,7 @@ impl Server {
             connections = connections.len(),
             "rohrpost server shutting down"
         );
-        shutdown.cancel();
+        shared.begin_shutdown();
         let drained = tokio::time::timeout(shutdown_timeout, async {
             while connections.join_next().await.is_some() {}
         })

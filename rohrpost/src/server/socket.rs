@@ -33,12 +33,7 @@ const LINGER: Duration = Duration::from_secs(2);
 
 type Socket = WebSocketStream<TcpStream>;
 
-pub(super) async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
+pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let socket = match handshake(stream, &shared).await {
         Ok(socket) => socket,
@@ -58,25 +53,23 @@ pub(super) async fn serve_connection(
         shared.groups.clone(),
         shared.write_timeout,
     );
-    // Leaves every group when this task ends, however it ends (even when aborted).
-    let _membership = LeaveGroupsOnDrop(connection.clone());
+    // Leaves every group and the server's list when this task ends, however it ends.
+    let _membership = LeaveOnDrop(connection.clone(), shared.clone());
+    shared.register(&connection);
     tracing::debug!(connection = id, %peer, "connection opened");
-    // Reader and writer run in this one task, so that dropping it (shutdown timeout) drops
-    // the socket, and an idle connection costs one task.
-    let reading = async {
-        let end = read_loop(&mut stream, &connection, &shared, &shutdown).await;
-        match end {
-            End::Shutdown => {
-                let _ = connection.close_with(1001, "server shutting down");
-            }
-            End::Peer => connection.abort_token().cancel(),
-            End::Closed => {}
+    // The writer is a task of its own, so that a push wakes only the writer; it is aborted
+    // if this task is dropped (the shutdown timeout), which drops the socket.
+    let writer = tokio::spawn(write_loop(sink, queue, connection.clone(), shared.clone()));
+    let _writer = AbortOnDrop(writer.abort_handle());
+    let end = read_loop(&mut stream, &connection, &shared).await;
+    match end {
+        End::Shutdown => {
+            let _ = connection.close_with(1001, "server shutting down");
         }
-        end
-    };
-    let writing = write_loop(sink, queue, &connection, &shared);
-    // Polled reader first: a reply queued by the reader is written in the same poll.
-    let (end, ()) = futures_util::future::join(reading, writing).await;
+        End::Peer => connection.stop(),
+        End::Closed => {}
+    }
+    let _ = writer.await;
     if !matches!(end, End::Peer) {
         linger(&mut stream, shared.close_timeout.min(LINGER)).await;
     }
@@ -123,27 +116,24 @@ async fn read_loop(
     stream: &mut SplitStream<Socket>,
     connection: &Connection,
     shared: &Shared,
-    shutdown: &CancellationToken,
 ) -> End {
-    // Registered once, not per message.
-    let aborted = connection.abort_token().cancelled();
-    let shutting_down = shutdown.cancelled();
-    tokio::pin!(aborted, shutting_down);
+    let signal = connection.reader_signal();
+    tokio::pin!(signal);
     loop {
         if connection.is_closed() {
             return End::Closed;
         }
         let frame = tokio::select! {
             biased;
-            _ = &mut aborted => return End::Closed,
-            _ = &mut shutting_down => return End::Shutdown,
+            stopped = &mut signal => return if stopped { End::Closed } else { End::Shutdown },
             frame = stream.next() => frame,
         };
         let reply = match frame {
             Some(Ok(Frame::Text(text))) => tokio::select! {
                 biased;
-                // A connection stopped at once does not wait for its handler.
-                _ = &mut aborted => return End::Closed,
+                // A connection stopped at once does not wait for its handler; at shutdown,
+                // the handler finishes (within the shutdown timeout).
+                _ = connection.reader_stopped() => return End::Closed,
                 reply = shared.dispatcher.dispatch(text, connection) => reply,
             },
             Some(Ok(Frame::Binary(_))) => Message::error(BINARY_FRAME_ERROR).to_json().ok(),
@@ -180,10 +170,10 @@ fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
 async fn write_loop(
     mut sink: SplitSink<Socket, Frame>,
     mut queue: mpsc::Receiver<Outbound>,
-    connection: &Connection,
-    shared: &Shared,
+    connection: Connection,
+    shared: Arc<Shared>,
 ) {
-    let aborted = connection.abort_token().cancelled();
+    let aborted = connection.writer_signal();
     tokio::pin!(aborted);
     // Taken off the queue but not yet handed to the socket: kept here, so that an abort
     // while the socket is full does not lose it.
@@ -240,7 +230,7 @@ async fn write_loop(
     // Flushes a close frame, ours or the reply to the client's.
     let _ = tokio::time::timeout(shared.close_timeout, sink.close()).await;
     // Stops the reader too, whoever ended first.
-    connection.abort_token().cancel();
+    connection.stop();
 }
 
 enum Batch {
@@ -275,14 +265,23 @@ async fn write_batch(
     Ok(Batch::Open)
 }
 
-struct LeaveGroupsOnDrop(Connection);
+struct AbortOnDrop(tokio::task::AbortHandle);
 
-impl Drop for LeaveGroupsOnDrop {
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct LeaveOnDrop(Connection, Arc<Shared>);
+
+impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
         // Marks the connection closed first, so that a join racing with the close undoes
         // itself (see `Groups::join`).
-        self.0.abort_token().cancel();
+        self.0.stop();
         self.0.groups().leave_all(&self.0);
+        self.1.unregister(&self.0);
     }
 }
 
