@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures_util::task::AtomicWaker;
 
 use thiserror::Error;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::groups::{GroupError, Groups};
 use crate::handler::{FromRequest, RequestContext};
 use crate::message::{EmptyMessage, Message};
+use crate::outbound::{Item, Outbound, Refused};
 use crate::state::TypeMap;
 use crate::Error;
 
@@ -53,7 +53,7 @@ pub struct Connection {
 struct Inner {
     id: u64,
     peer: SocketAddr,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: Outbound,
     /// Cancelled when the connection must stop at once (not in order with queued messages).
     abort: CancellationToken,
     abort_frame: Mutex<Option<CloseFrame>>,
@@ -70,13 +70,6 @@ struct Inner {
     write_timeout: Duration,
     state: Mutex<TypeMap>,
     groups: Groups,
-}
-
-/// What the connection's writer task sends, in order.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    Text(Utf8Bytes),
-    Close(CloseFrame),
 }
 
 /// Why a message could not be queued for a client.
@@ -105,7 +98,7 @@ impl Connection {
     pub(crate) fn new(
         id: u64,
         peer: SocketAddr,
-        outbound: mpsc::Sender<Outbound>,
+        outbound_capacity: usize,
         abort: CancellationToken,
         groups: Groups,
         write_timeout: Duration,
@@ -114,7 +107,7 @@ impl Connection {
             inner: Arc::new(Inner {
                 id,
                 peer,
-                outbound,
+                outbound: Outbound::new(outbound_capacity),
                 abort,
                 abort_frame: Mutex::new(None),
                 closing: AtomicBool::new(false),
@@ -162,17 +155,17 @@ impl Connection {
     pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
         self.ensure_open()?;
         // Usually there is room: no timer, no waiting.
-        let item = match self.inner.outbound.try_send(Outbound::Text(text.into())) {
+        let item = match self.inner.outbound.try_push(Item::Text(text.into())) {
             Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(item)) => item,
+            Err(Refused::Closed(_)) => return Err(SendError::Closed),
+            Err(Refused::Full(item)) => item,
         };
         let queued = tokio::select! {
             biased;
             _ = self.inner.abort.cancelled() => return Err(SendError::Closed),
             queued = tokio::time::timeout(
                 self.inner.write_timeout,
-                self.inner.outbound.send(item),
+                self.inner.outbound.push(item),
             ) => queued,
         };
         match queued {
@@ -186,10 +179,10 @@ impl Connection {
     /// (serialize once, send to many).
     pub fn try_send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
         self.ensure_open()?;
-        match self.inner.outbound.try_send(Outbound::Text(text.into())) {
+        match self.inner.outbound.try_push(Item::Text(text.into())) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(self.queue_full()),
+            Err(Refused::Closed(_)) => Err(SendError::Closed),
+            Err(Refused::Full(_)) => Err(self.queue_full()),
         }
     }
 
@@ -203,7 +196,7 @@ impl Connection {
 
     fn queue_full(&self) -> SendError {
         self.abort(CloseCode::Policy, SLOW_CLIENT);
-        SendError::QueueFull(self.inner.outbound.max_capacity())
+        SendError::QueueFull(self.inner.outbound.capacity())
     }
 
     /// Closes the connection with code 1000 (normal closure) after the messages already
@@ -226,8 +219,8 @@ impl Connection {
             return Ok(());
         }
         let frame = close_frame(close_code, reason);
-        if let Err(mpsc::error::TrySendError::Full(Outbound::Close(frame))) =
-            self.inner.outbound.try_send(Outbound::Close(frame))
+        if let Err(Refused::Full(Item::Close(frame))) =
+            self.inner.outbound.try_push(Item::Close(frame))
         {
             self.abort_with(frame);
         }
@@ -243,10 +236,8 @@ impl Connection {
 
     /// Waits until the connection is gone (for tasks that serve it in the background).
     pub async fn closed(&self) {
-        tokio::select! {
-            _ = self.inner.abort.cancelled() => {}
-            _ = self.inner.outbound.closed() => {}
-        }
+        // The writer stops the connection when it ends, however it ends.
+        self.inner.abort.cancelled().await
     }
 
     /// Joins `group`: messages sent to it reach this connection until it leaves or closes.
@@ -352,6 +343,11 @@ impl Connection {
                 Poll::Pending
             }
         })
+    }
+
+    /// The queue the writer drains.
+    pub(crate) fn outbound(&self) -> &Outbound {
+        &self.inner.outbound
     }
 
     pub(crate) fn take_abort_frame(&self) -> Option<CloseFrame> {

@@ -58,6 +58,7 @@ mod groups;
 mod handler;
 mod message;
 pub mod notify;
+mod outbound;
 mod registry;
 mod server;
 mod state;

@@ -245,7 +245,7 @@ impl ServerBuilder {
 }
 
 /// Small, since most connections are idle; tungstenite grows its message buffer as needed.
-const READ_BUFFER_SIZE: usize = 4096;
+const READ_BUFFER_SIZE: usize = 1024;
 
 /// A rohrpost server bound to its address, ready to [`serve`](Server::serve).
 ///

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -19,8 +18,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, BINARY_FRAME_ERROR};
-use crate::connection::{Outbound, SLOW_CLIENT};
+use crate::connection::SLOW_CLIENT;
 use crate::message::Message;
+use crate::outbound::{Item, Outbound};
 use crate::Connection;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -44,11 +44,10 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     };
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
-    let (outbound, queue) = mpsc::channel(shared.outbound_queue);
     let connection = Connection::new(
         id,
         peer,
-        outbound,
+        shared.outbound_queue,
         CancellationToken::new(),
         shared.groups.clone(),
         shared.write_timeout,
@@ -57,19 +56,21 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     let _membership = LeaveOnDrop(connection.clone(), shared.clone());
     shared.register(&connection);
     tracing::debug!(connection = id, %peer, "connection opened");
-    // The writer is a task of its own, so that a push wakes only the writer; it is aborted
-    // if this task is dropped (the shutdown timeout), which drops the socket.
-    let writer = tokio::spawn(write_loop(sink, queue, connection.clone(), shared.clone()));
-    let _writer = AbortOnDrop(writer.abort_handle());
-    let end = read_loop(&mut stream, &connection, &shared).await;
-    match end {
-        End::Shutdown => {
-            let _ = connection.close_with(1001, "server shutting down");
+    // Reader and writer share this task: a reply queued by the reader is written in the
+    // same poll (the reader is polled first), and dropping the task drops the socket.
+    let reading = async {
+        let end = read_loop(&mut stream, &connection, &shared).await;
+        match end {
+            End::Shutdown => {
+                let _ = connection.close_with(1001, "server shutting down");
+            }
+            End::Peer => connection.stop(),
+            End::Closed => {}
         }
-        End::Peer => connection.stop(),
-        End::Closed => {}
-    }
-    let _ = writer.await;
+        end
+    };
+    let writing = write_loop(sink, connection.clone(), shared.clone());
+    let (end, ()) = futures_util::future::join(reading, writing).await;
     if !matches!(end, End::Peer) {
         linger(&mut stream, shared.close_timeout.min(LINGER)).await;
     }
@@ -169,36 +170,33 @@ fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
 
 async fn write_loop(
     mut sink: SplitSink<Socket, Frame>,
-    mut queue: mpsc::Receiver<Outbound>,
     connection: Connection,
     shared: Arc<Shared>,
 ) {
+    let queue = connection.outbound();
     let aborted = connection.writer_signal();
     tokio::pin!(aborted);
     // Taken off the queue but not yet handed to the socket: kept here, so that an abort
     // while the socket is full does not lose it.
-    let mut pending: Option<Outbound> = None;
+    let mut pending: Option<Item> = None;
     loop {
         if pending.is_none() {
             pending = tokio::select! {
                 biased;
                 _ = &mut aborted => break,
-                item = queue.recv() => match item {
-                    Some(item) => Some(item),
-                    None => break,
-                },
+                item = queue.next() => Some(item),
             };
         }
         // Usually the socket takes the batch at once: no timer for that. `write_batch` is
         // cancel-safe, so an unfinished attempt is simply resumed under the write timeout.
-        let written = match write_batch(&mut sink, &mut queue, &mut pending).now_or_never() {
+        let written = match write_batch(&mut sink, queue, &mut pending).now_or_never() {
             Some(written) => Ok(written),
             None => tokio::select! {
                 biased;
                 _ = &mut aborted => break,
                 written = tokio::time::timeout(
                     shared.write_timeout,
-                    write_batch(&mut sink, &mut queue, &mut pending),
+                    write_batch(&mut sink, queue, &mut pending),
                 ) => written,
             },
         };
@@ -212,15 +210,16 @@ async fn write_loop(
             }
         }
     }
+    queue.close();
     if let Some(frame) = connection.take_abort_frame() {
         // Stopped on purpose (a slow client, a protocol error): still deliver what was
         // accepted for it, and say why, if the client reads within the close timeout.
         let farewell = async {
-            let queued = std::iter::from_fn(|| queue.try_recv().ok());
+            let queued = std::iter::from_fn(|| queue.pop());
             for item in pending.take().into_iter().chain(queued) {
                 match item {
-                    Outbound::Text(text) => sink.feed(Frame::Text(text)).await?,
-                    Outbound::Close(_) => break,
+                    Item::Text(text) => sink.feed(Frame::Text(text)).await?,
+                    Item::Close(_) => break,
                 }
             }
             sink.send(Frame::Close(Some(frame))).await
@@ -242,35 +241,27 @@ enum Batch {
 /// Cancel-safe: an item leaves `pending` only when the socket has taken it.
 async fn write_batch(
     sink: &mut SplitSink<Socket, Frame>,
-    queue: &mut mpsc::Receiver<Outbound>,
-    pending: &mut Option<Outbound>,
+    queue: &Outbound,
+    pending: &mut Option<Item>,
 ) -> Result<Batch, tungstenite::Error> {
     for _ in 0..WRITE_BATCH {
         futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
         let Some(item) = pending.take() else { break };
         match item {
-            Outbound::Text(text) => sink.start_send_unpin(Frame::Text(text))?,
-            Outbound::Close(frame) => {
+            Item::Text(text) => sink.start_send_unpin(Frame::Text(text))?,
+            Item::Close(frame) => {
                 sink.start_send_unpin(Frame::Close(Some(frame)))?;
                 sink.flush().await?;
                 return Ok(Batch::Closed);
             }
         }
-        match queue.try_recv() {
-            Ok(next) => *pending = Some(next),
-            Err(_) => break,
+        match queue.pop() {
+            Some(next) => *pending = Some(next),
+            None => break,
         }
     }
     sink.flush().await?;
     Ok(Batch::Open)
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 struct LeaveOnDrop(Connection, Arc<Shared>);
