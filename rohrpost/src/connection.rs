@@ -102,6 +102,7 @@ impl Connection {
         abort: CancellationToken,
         groups: Groups,
         write_timeout: Duration,
+        state: TypeMap,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -116,7 +117,7 @@ impl Connection {
                 reader_waker: AtomicWaker::new(),
                 writer_waker: AtomicWaker::new(),
                 write_timeout,
-                state: Mutex::new(TypeMap::default()),
+                state: Mutex::new(state),
                 groups,
             }),
         }
@@ -143,10 +144,12 @@ impl Connection {
         self.send_text(message.to_json()?).await
     }
 
-    /// Queues `message` without waiting: when the outbound queue is full, the message is not
-    /// queued, [`SendError::QueueFull`] is returned and the client, which is not keeping up,
-    /// is disconnected with close code 1008. Group sends use this, so that a slow member
-    /// never delays the sender or the other members.
+    /// Queues `message` without waiting. A full outbound queue still takes it while it has
+    /// been full for less than the write timeout and holds less than twice its length (a
+    /// burst the client is catching up with); past that the message is not queued,
+    /// [`SendError::QueueFull`] is returned and the client, which is not keeping up, is
+    /// disconnected with close code 1008. Group sends use this, so that a slow member never
+    /// delays the sender or the other members.
     pub fn try_send(&self, message: Message) -> Result<(), SendError> {
         self.try_send_text(message.to_json()?)
     }
@@ -179,7 +182,12 @@ impl Connection {
     /// (serialize once, send to many).
     pub fn try_send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
         self.ensure_open()?;
-        match self.inner.outbound.try_push(Item::Text(text.into())) {
+        let item = Item::Text(text.into());
+        match self
+            .inner
+            .outbound
+            .try_push_with_grace(item, self.inner.write_timeout)
+        {
             Ok(()) => Ok(()),
             Err(Refused::Closed(_)) => Err(SendError::Closed),
             Err(Refused::Full(_)) => Err(self.queue_full()),
@@ -343,6 +351,12 @@ impl Connection {
                 Poll::Pending
             }
         })
+    }
+
+    /// Queues a WebSocket ping unless the queue is full (then the client is not reading, and
+    /// the write timeout deals with it).
+    pub(crate) fn ping(&self) {
+        let _ = self.inner.outbound.try_push(Item::Ping);
     }
 
     /// The queue the writer drains.

@@ -13,13 +13,17 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
 use crate::error::INTERNAL_ERROR;
 use crate::handler::{Reply, ReplyKind, RequestContext};
 use crate::message::{reply_json, Message};
+use crate::metrics::{Counter, Metrics};
 use crate::registry::Registered;
+use crate::server::HANDLER_TIMEOUT_ERROR;
 use crate::state::TypeMap;
 use crate::{Connection, Handlers, Request};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -28,13 +32,31 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub(crate) struct Dispatcher {
     handlers: Handlers,
     state: Arc<TypeMap>,
+    metrics: Metrics,
+    handler_timeout: Duration,
 }
 
 impl Dispatcher {
-    pub(crate) fn new(handlers: Handlers, state: TypeMap) -> Self {
+    pub(crate) fn new(
+        handlers: Handlers,
+        state: TypeMap,
+        metrics: Metrics,
+        handler_timeout: Duration,
+    ) -> Self {
         Self {
             handlers,
             state: Arc::new(state),
+            metrics,
+            handler_timeout,
+        }
+    }
+
+    /// The reply to a message that is not handled (the rate limit): `error` under the
+    /// message's id and type when it has them.
+    pub(crate) fn refuse(&self, text: &str, error: &str) -> String {
+        match parse(text) {
+            Ok(request) => reply_to(&request.id, &request.message_type, Message::error(error)),
+            Err(reply) => reply,
         }
     }
 
@@ -77,12 +99,31 @@ impl Dispatcher {
             connection: connection.clone(),
             state: self.state.clone(),
         };
-        let outcome = AssertUnwindSafe((handler.call)(cx)).catch_unwind().await;
+        let mut call = AssertUnwindSafe((handler.call)(cx)).catch_unwind();
+        // Most handlers finish at their first poll: the timer is armed only for the others.
+        let outcome = match (&mut call).now_or_never() {
+            Some(outcome) => outcome,
+            None => match tokio::time::timeout(self.handler_timeout, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.metrics.add(Counter::HandlerTimeouts);
+                    tracing::error!(
+                        handler = %handler.function,
+                        message_type = %message_type,
+                        timeout = ?self.handler_timeout,
+                        "handler timed out and was dropped"
+                    );
+                    let reply = Message::error(HANDLER_TIMEOUT_ERROR);
+                    return Some(reply_to(&id, &message_type, reply));
+                }
+            },
+        };
         let error = match outcome {
             Ok(Reply(ReplyKind::Nothing)) => return None,
             Ok(Reply(ReplyKind::Text(text))) => return Some(text),
             Ok(Reply(ReplyKind::Error(error))) => error,
             Err(panic) => {
+                self.metrics.add(Counter::HandlerPanics);
                 tracing::error!(
                     handler = %handler.function,
                     message_type = %message_type,
@@ -93,6 +134,7 @@ impl Dispatcher {
             }
         };
         if error.is_internal() {
+            self.metrics.add(Counter::HandlerErrors);
             tracing::error!(
                 handler = %handler.function,
                 message_type = %message_type,

@@ -56,7 +56,9 @@ mod dispatch;
 mod error;
 mod groups;
 mod handler;
+pub mod handshake;
 mod message;
+mod metrics;
 pub mod notify;
 mod outbound;
 mod registry;
@@ -73,11 +75,14 @@ pub use handler::{
     Data, FromRequest, Handler, IntoReply, Json, NoReply, Reply, RequestContext, RequestId,
 };
 pub use message::{EmptyMessage, Message, Request};
+pub use metrics::{Metrics, MetricsSnapshot};
 pub use registry::{DuplicateHandler, Handlers};
 pub use server::{
-    shutdown_signal, Server, ServerBuilder, ServerError, BINARY_FRAME_ERROR, DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_PATH,
-    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+    shutdown_signal, RateLimit, Server, ServerBuilder, ServerError, BINARY_FRAME_ERROR,
+    DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDLER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_PATH,
+    DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
+    HANDLER_TIMEOUT_ERROR,
 };
 pub use state::{MissingState, State};
 /// Text frame contents, cheap to clone: serialize a message once and send the same bytes to

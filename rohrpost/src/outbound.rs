@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -20,6 +21,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 #[derive(Debug)]
 pub(crate) enum Item {
     Text(Utf8Bytes),
+    /// A WebSocket ping (server-side liveness).
+    Ping,
     Close(CloseFrame),
 }
 
@@ -30,11 +33,17 @@ pub(crate) enum Refused {
     Closed(Item),
 }
 
+struct Queue {
+    items: VecDeque<Item>,
+    /// Since when the queue has held `capacity` items or more.
+    full_since: Option<Instant>,
+}
+
 /// A queue that keeps more capacity than this after a burst gives it back once drained.
 const KEEP_CAPACITY: usize = 64;
 
 pub(crate) struct Outbound {
-    items: Mutex<VecDeque<Item>>,
+    items: Mutex<Queue>,
     capacity: usize,
     closed: AtomicBool,
     writer: AtomicWaker,
@@ -44,7 +53,10 @@ pub(crate) struct Outbound {
 impl Outbound {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            items: Mutex::new(VecDeque::new()),
+            items: Mutex::new(Queue {
+                items: VecDeque::new(),
+                full_since: None,
+            }),
             capacity,
             closed: AtomicBool::new(false),
             writer: AtomicWaker::new(),
@@ -60,7 +72,7 @@ impl Outbound {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Item>> {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         // Every operation under the lock is a single push or pop: a panic elsewhere cannot
         // leave the queue half-updated.
         self.items.lock().unwrap_or_else(|e| e.into_inner())
@@ -68,15 +80,31 @@ impl Outbound {
 
     /// Queues `item` unless the queue is full or closed.
     pub(crate) fn try_push(&self, item: Item) -> Result<(), Refused> {
+        self.push_within(item, None)
+    }
+
+    /// Queues `item`; a full queue still takes it while it has been full for less than
+    /// `grace` and holds less than twice its capacity (a burst the writer is catching up
+    /// with, rather than a client that does not read).
+    pub(crate) fn try_push_with_grace(&self, item: Item, grace: Duration) -> Result<(), Refused> {
+        self.push_within(item, Some(grace))
+    }
+
+    fn push_within(&self, item: Item, grace: Option<Duration>) -> Result<(), Refused> {
         if self.is_closed() {
             return Err(Refused::Closed(item));
         }
-        let mut items = self.lock();
-        if items.len() >= self.capacity {
-            return Err(Refused::Full(item));
+        let mut queue = self.lock();
+        let len = queue.items.len();
+        if len >= self.capacity {
+            let since = *queue.full_since.get_or_insert_with(Instant::now);
+            let within = grace.is_some_and(|grace| since.elapsed() < grace);
+            if !within || len >= self.capacity.saturating_mul(2) {
+                return Err(Refused::Full(item));
+            }
         }
-        items.push_back(item);
-        drop(items);
+        queue.items.push_back(item);
+        drop(queue);
         self.writer.wake();
         Ok(())
     }
@@ -99,13 +127,16 @@ impl Outbound {
 
     /// The next item, for the writer, without waiting.
     pub(crate) fn pop(&self) -> Option<Item> {
-        let mut items = self.lock();
-        let was_full = items.len() >= self.capacity;
-        let item = items.pop_front();
-        if items.is_empty() && items.capacity() > KEEP_CAPACITY {
-            *items = VecDeque::new();
+        let mut queue = self.lock();
+        let was_full = queue.items.len() >= self.capacity;
+        let item = queue.items.pop_front();
+        if queue.items.len() < self.capacity {
+            queue.full_since = None;
         }
-        drop(items);
+        if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
+            queue.items = VecDeque::new();
+        }
+        drop(queue);
         if was_full && item.is_some() {
             self.room.notify_waiters();
         }
@@ -136,7 +167,7 @@ impl Outbound {
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbound")
-            .field("queued", &self.lock().len())
+            .field("queued", &self.lock().items.len())
             .field("capacity", &self.capacity)
             .field("closed", &self.is_closed())
             .finish()
@@ -154,6 +185,7 @@ mod tests {
     fn popped(queue: &Outbound) -> Option<String> {
         match queue.pop()? {
             Item::Text(text) => Some(text.to_string()),
+            Item::Ping => Some("ping".into()),
             Item::Close(_) => Some("close".into()),
         }
     }
@@ -172,6 +204,27 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_overflows_within_the_grace_and_twice_the_capacity() {
+        let queue = Outbound::new(2);
+        let grace = Duration::from_secs(60);
+        for n in 0..4 {
+            queue.try_push_with_grace(text(n), grace).unwrap();
+        }
+        assert!(matches!(
+            queue.try_push_with_grace(text(4), grace),
+            Err(Refused::Full(_))
+        ));
+        assert!(matches!(queue.try_push(text(4)), Err(Refused::Full(_))));
+        // Past the grace, a full queue refuses.
+        let queue = Outbound::new(1);
+        queue.try_push(text(0)).unwrap();
+        assert!(matches!(
+            queue.try_push_with_grace(text(1), Duration::ZERO),
+            Err(Refused::Full(_))
+        ));
+    }
+
+    #[test]
     fn closed_refuses() {
         let queue = Outbound::new(2);
         queue.close();
@@ -185,7 +238,7 @@ mod tests {
             queue.try_push(text(n)).unwrap();
         }
         while queue.pop().is_some() {}
-        assert_eq!(queue.lock().capacity(), 0);
+        assert_eq!(queue.lock().items.capacity(), 0);
     }
 
     #[tokio::test]

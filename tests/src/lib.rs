@@ -25,6 +25,8 @@ pub struct TestServer {
     pub url: String,
     /// The address it listens on.
     pub addr: std::net::SocketAddr,
+    /// The server's counters.
+    pub metrics: rohrpost::Metrics,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -45,6 +47,7 @@ impl TestServer {
     pub fn run(server: Server) -> Self {
         let url = server.url();
         let addr = server.local_addr();
+        let metrics = server.metrics();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve_until(async {
             let _ = stopped.await;
@@ -52,6 +55,7 @@ impl TestServer {
         Self {
             url,
             addr,
+            metrics,
             stop: Some(stop),
             task,
         }
@@ -101,6 +105,47 @@ impl Client {
         let (socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("handshake succeeds");
+        Self { socket }
+    }
+
+    /// Connects with extra request headers (Origin, Cookie…).
+    pub async fn connect_with_headers(url: &str, headers: &[(&str, &str)]) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("valid URL");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(Self { socket }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(other) => panic!("handshake failed without an HTTP status: {other}"),
+        }
+    }
+
+    /// Connects with a 4 KiB receive buffer, so that a client that stops reading fills its
+    /// socket quickly (a slow consumer in tests).
+    pub async fn connect_small_buffer(url: &str) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let request = url.into_client_request().expect("valid URL");
+        let host = request.uri().host().expect("host").to_owned();
+        let port = request.uri().port_u16().expect("port");
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .expect("resolve")
+            .next()
+            .expect("an address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        let (socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("handshake");
         Self { socket }
     }
 

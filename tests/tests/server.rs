@@ -74,12 +74,13 @@ async fn burst(conn: Connection, Data(count): Data<u64>) -> Result<u64, Error> {
     Ok(count)
 }
 
-/// Sends without waiting: the ninth message finds the queue of eight full.
+/// Sends without waiting: a queue of eight takes a burst of up to sixteen (twice its
+/// length, within the write timeout), and the seventeenth message is refused.
 #[rohrpost_handler("try_burst")]
 async fn try_burst(conn: Connection) -> Result<(), Error> {
-    for n in 0..9 {
+    for n in 0..17 {
         if let Err(error) = conn.try_send(Message::success("try_burst", n)) {
-            assert_eq!(n, 8);
+            assert_eq!(n, 16);
             assert_eq!(error, SendError::QueueFull(8));
             return Err(Error::internal(error));
         }
@@ -262,13 +263,13 @@ async fn burst_larger_than_the_queue_reaches_a_reading_client() {
 }
 
 #[tokio::test]
-async fn try_send_on_a_full_queue_fails_at_once_and_closes_with_1008() {
+async fn try_send_past_twice_the_queue_fails_at_once_and_closes_with_1008() {
     let server = TestServer::with(Server::builder().outbound_queue(8)).await;
     let mut client = server.client().await;
     client
         .send_json(json!({"id": 1, "type": "try_burst"}))
         .await;
-    for n in 0..8 {
+    for n in 0..16 {
         assert_eq!(
             client.recv_json().await,
             json!({"id": n, "type": "try_burst"})

@@ -14,6 +14,8 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::dispatch::Dispatcher;
+use crate::handshake::{Accept, AuthHook, Handshake, Refusal};
+use crate::metrics::Metrics;
 use crate::registry::DuplicateHandler;
 use crate::state::TypeMap;
 use crate::{Groups, Handlers};
@@ -30,6 +32,18 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a closing connection gets to flush its last messages and close frame.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default most connections open at once; more are refused with HTTP 503.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default longest a handler may run; then it is dropped and the client gets
+/// `"Handler timed out."`.
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default silence from a client after which the server sends a WebSocket ping.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Default time a pinged client has to send anything before it is dropped.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
+/// The error reply to a handler that ran past the handler timeout.
+pub const HANDLER_TIMEOUT_ERROR: &str = "Handler timed out.";
+
 /// Default time a client may leave its outbound queue full (not reading) before it is
 /// disconnected with close code 1008.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,6 +82,12 @@ pub enum ServerError {
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | connection dropped |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s | handlers still running then are dropped |
 /// | [`close_timeout`](Self::close_timeout) | 5 s | socket dropped without a close handshake |
+/// | [`max_connections`](Self::max_connections) | 10,000 | HTTP 503 at the handshake |
+/// | [`allowed_origins`](Self::allowed_origins) | any | HTTP 403 at the handshake |
+/// | [`authenticate`](Self::authenticate) | none | HTTP 401/403 at the handshake |
+/// | [`handler_timeout`](Self::handler_timeout) | 30 s | error reply `"Handler timed out."` |
+/// | [`rate_limit`](Self::rate_limit) | off | error reply `"Rate limit exceeded."` |
+/// | [`ping`](Self::ping) | 20 s / 20 s | a client silent after a ping is dropped |
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -96,6 +116,23 @@ pub struct ServerBuilder {
     shutdown_timeout: Duration,
     close_timeout: Duration,
     write_timeout: Duration,
+    max_connections: usize,
+    allowed_origins: Option<Vec<String>>,
+    authenticate: Option<AuthHook>,
+    handler_timeout: Duration,
+    rate_limit: Option<RateLimit>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+}
+
+/// A per-connection message rate limit: a token bucket refilled at `per_second`, holding
+/// at most `burst` messages.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Messages per second, sustained.
+    pub per_second: f64,
+    /// Messages that may arrive at once after a quiet spell.
+    pub burst: u32,
 }
 
 impl Default for ServerBuilder {
@@ -111,6 +148,13 @@ impl Default for ServerBuilder {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allowed_origins: None,
+            authenticate: None,
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+            rate_limit: None,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
         }
     }
 }
@@ -190,6 +234,75 @@ impl ServerBuilder {
         self
     }
 
+    /// The most connections open at once (default 10,000); a handshake past it gets HTTP 503
+    /// and is counted in [`MetricsSnapshot::refused_capacity`](crate::MetricsSnapshot). The
+    /// process also needs an open-file limit (`ulimit -n`) above it.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// Accepts handshakes only from these origins (`https://app.example`), refusing others
+    /// with HTTP 403: the defense against cross-site WebSocket hijacking. Requests without an
+    /// `Origin` header (not from a browser) are accepted. Default: any origin.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Decides on every handshake (after the path and origin checks), seeing its headers,
+    /// query and cookies: accept, with per-connection state, or refuse with 401/403.
+    ///
+    /// ```
+    /// use rohrpost::handshake::{Accept, Refusal};
+    /// use rohrpost::Server;
+    ///
+    /// struct User(String);
+    ///
+    /// let builder = Server::builder().authenticate(|handshake| {
+    ///     match handshake.query("token") {
+    ///         Some("s3cret") => Ok(Accept::new().with(User("ada".into()))),
+    ///         Some(_) => Err(Refusal::forbidden("unknown token")),
+    ///         None => Err(Refusal::unauthorized("a token is required")),
+    ///     }
+    /// });
+    /// ```
+    pub fn authenticate<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Handshake<'_>) -> Result<Accept, Refusal> + Send + Sync + 'static,
+    {
+        self.authenticate = Some(AuthHook(Arc::new(hook)));
+        self
+    }
+
+    /// The longest a handler may run (default 30 s): then it is dropped, the client gets
+    /// `{"id", "type", "error": "Handler timed out."}`, and the connection goes on.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// Limits each connection to `per_second` messages, sustained, with bursts of `burst`
+    /// (off by default). A message over the limit is not handled; it gets
+    /// `{"id", "type", "error": "Rate limit exceeded."}` and the connection goes on.
+    pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.rate_limit = Some(RateLimit { per_second, burst });
+        self
+    }
+
+    /// Server-side liveness: after `interval` without a frame from the client the server
+    /// sends a WebSocket ping, and a client that sends nothing for `timeout` after it is
+    /// dropped (and leaves its groups). Defaults: 20 s and 20 s.
+    pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout;
+        self
+    }
+
     /// Checks the settings and the handlers, and opens the listening socket. Use port 0 for
     /// a free port and read it back with [`Server::local_addr`].
     pub async fn bind(
@@ -201,6 +314,20 @@ impl ServerBuilder {
                 "the path must start with '/', got {:?}",
                 self.path
             )));
+        }
+        if let Some(limit) = self.rate_limit {
+            let valid = limit.per_second.is_finite() && limit.per_second > 0.0 && limit.burst > 0;
+            if !valid {
+                return Err(ServerError::InvalidConfig(format!(
+                    "a rate limit needs a positive rate and a burst of at least 1, got {} per second and {}",
+                    limit.per_second, limit.burst
+                )));
+            }
+        }
+        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
+            return Err(ServerError::InvalidConfig(
+                "the ping interval and timeout must be longer than zero".into(),
+            ));
         }
         if self.outbound_queue == 0 || self.max_message_size == 0 {
             return Err(ServerError::InvalidConfig(format!(
@@ -224,13 +351,27 @@ impl ServerBuilder {
             .read_buffer_size(READ_BUFFER_SIZE)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
+        let metrics = Metrics::default();
         Ok(Server {
+            metrics: metrics.clone(),
             listener,
             local_addr,
             shared: Arc::new(Shared {
                 live: Default::default(),
                 shutting_down: Default::default(),
-                dispatcher: Dispatcher::new(handlers, self.state),
+                dispatcher: Dispatcher::new(
+                    handlers,
+                    self.state,
+                    metrics.clone(),
+                    self.handler_timeout,
+                ),
+                metrics: metrics.clone(),
+                max_connections: self.max_connections,
+                allowed_origins: self.allowed_origins,
+                authenticate: self.authenticate,
+                rate_limit: self.rate_limit,
+                ping_interval: self.ping_interval,
+                ping_timeout: self.ping_timeout,
                 groups: self.groups.unwrap_or_default(),
                 path: self.path,
                 websocket,
@@ -267,6 +408,7 @@ const READ_BUFFER_SIZE: usize = 1024;
 /// ```
 #[derive(Debug)]
 pub struct Server {
+    metrics: Metrics,
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
@@ -279,6 +421,13 @@ struct Shared {
     live: std::sync::Mutex<std::collections::HashMap<u64, crate::Connection>>,
     shutting_down: std::sync::atomic::AtomicBool,
     dispatcher: Dispatcher,
+    metrics: Metrics,
+    max_connections: usize,
+    allowed_origins: Option<Vec<String>>,
+    authenticate: Option<AuthHook>,
+    rate_limit: Option<RateLimit>,
+    ping_interval: Duration,
+    ping_timeout: Duration,
     groups: Groups,
     path: String,
     websocket: WebSocketConfig,
@@ -347,6 +496,12 @@ impl Server {
         &self.shared.groups
     }
 
+    /// The server's counters (connections, refusals, handler failures…); clone it before
+    /// serving to read them while the server runs.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
     /// The endpoint's URL, e.g. `ws://127.0.0.1:8000/rohrpost/`.
     pub fn url(&self) -> String {
         format!("ws://{}{}", self.local_addr, self.shared.path)
@@ -367,6 +522,7 @@ impl Server {
             local_addr,
             shared,
             shutdown_timeout,
+            metrics: _,
         } = self;
         tracing::info!(addr = %local_addr, path = %shared.path, "rohrpost server listening");
         let mut connections = JoinSet::new();

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -17,9 +19,11 @@ use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, BINARY_FRAME_ERROR};
+use super::{RateLimit, Shared, BINARY_FRAME_ERROR};
 use crate::connection::SLOW_CLIENT;
+use crate::handshake::{Accept, Handshake, Refusal};
 use crate::message::Message;
+use crate::metrics::{Counter, Metrics};
 use crate::outbound::{Item, Outbound};
 use crate::Connection;
 
@@ -35,13 +39,18 @@ type Socket = WebSocketStream<TcpStream>;
 
 pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    let socket = match handshake(stream, &shared).await {
-        Ok(socket) => socket,
+    // Counted from the accept, so that handshakes in progress count against the limit.
+    let open = shared.metrics.open_connection();
+    let _open = OpenConnection(shared.metrics.clone());
+    let over_capacity = open > shared.max_connections as u64;
+    let (socket, accepted) = match handshake(stream, peer, &shared, over_capacity).await {
+        Ok(accepted) => accepted,
         Err(reason) => {
             tracing::debug!(%peer, %reason, "handshake refused");
             return;
         }
     };
+    shared.metrics.add(Counter::ConnectionsTotal);
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
     let connection = Connection::new(
@@ -51,6 +60,7 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
         CancellationToken::new(),
         shared.groups.clone(),
         shared.write_timeout,
+        accepted.state,
     );
     // Leaves every group and the server's list when this task ends, however it ends.
     let _membership = LeaveOnDrop(connection.clone(), shared.clone());
@@ -71,31 +81,85 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     };
     let writing = write_loop(sink, connection.clone(), shared.clone());
     let (end, ()) = futures_util::future::join(reading, writing).await;
+    // Nothing can reach the connection any more: leave its groups now, not after lingering.
+    connection.stop();
+    connection.groups().leave_all(&connection);
     if !matches!(end, End::Peer) {
         linger(&mut stream, shared.close_timeout.min(LINGER)).await;
     }
     tracing::debug!(connection = id, %peer, ?end, "connection closed");
 }
 
-async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Socket, String> {
+/// Counts the connection out when its task ends, however it ends.
+struct OpenConnection(Metrics);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.close_connection();
+    }
+}
+
+/// The handshake and its checks, in order: capacity (503), path (404), origin (403), the
+/// authentication hook (401/403).
+async fn handshake(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    over_capacity: bool,
+) -> Result<(Socket, Accept), String> {
+    let mut accepted = None;
+    let mut refused = None;
     // The error type is tungstenite's handshake callback's, large or not.
     #[allow(clippy::result_large_err)]
-    let check_path = |request: &Request, response: Response| {
-        if request.uri().path() == shared.path {
-            Ok(response)
-        } else {
-            let mut refusal = ErrorResponse::new(Some(format!(
-                "no rohrpost endpoint at {}",
-                request.uri().path()
-            )));
-            *refusal.status_mut() = StatusCode::NOT_FOUND;
-            Err(refusal)
+    let check = |request: &Request, response: Response| {
+        let refusal = |status: StatusCode, reason: String| {
+            let mut refusal = ErrorResponse::new(Some(reason));
+            *refusal.status_mut() = status;
+            refusal
+        };
+        if over_capacity {
+            refused = Some(Counter::RefusedCapacity);
+            return Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections; try again later".into(),
+            ));
         }
+        if request.uri().path() != shared.path {
+            let reason = format!("no rohrpost endpoint at {}", request.uri().path());
+            return Err(refusal(StatusCode::NOT_FOUND, reason));
+        }
+        let handshake = Handshake {
+            uri: request.uri(),
+            headers: request.headers(),
+            peer,
+        };
+        if let (Some(allowed), Some(origin)) = (&shared.allowed_origins, handshake.origin()) {
+            if !allowed.iter().any(|a| a == origin) {
+                refused = Some(Counter::RefusedOrigin);
+                let reason = format!("origin {origin} is not allowed");
+                return Err(refusal(StatusCode::FORBIDDEN, reason));
+            }
+        }
+        match &shared.authenticate {
+            None => accepted = Some(Accept::new()),
+            Some(authenticate) => match (authenticate.0)(&handshake) {
+                Ok(accept) => accepted = Some(accept),
+                Err(Refusal { status, reason }) => {
+                    refused = Some(Counter::RefusedAuth);
+                    return Err(refusal(status, reason));
+                }
+            },
+        }
+        Ok(response)
     };
     let accept =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(shared.websocket));
-    match tokio::time::timeout(shared.handshake_timeout, accept).await {
-        Ok(Ok(socket)) => Ok(socket),
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(shared.websocket));
+    let outcome = tokio::time::timeout(shared.handshake_timeout, accept).await;
+    if let Some(counter) = refused {
+        shared.metrics.add(counter);
+    }
+    match outcome {
+        Ok(Ok(socket)) => Ok((socket, accepted.unwrap_or_default())),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("handshake timed out".to_owned()),
     }
@@ -119,7 +183,10 @@ async fn read_loop(
     shared: &Shared,
 ) -> End {
     let signal = connection.reader_signal();
-    tokio::pin!(signal);
+    let mut liveness = Liveness::new(shared.ping_interval, shared.ping_timeout);
+    let ping_timer = tokio::time::sleep_until(liveness.next_check());
+    tokio::pin!(signal, ping_timer);
+    let mut bucket = shared.rate_limit.map(TokenBucket::new);
     loop {
         if connection.is_closed() {
             return End::Closed;
@@ -128,15 +195,39 @@ async fn read_loop(
             biased;
             stopped = &mut signal => return if stopped { End::Closed } else { End::Shutdown },
             frame = stream.next() => frame,
+            _ = &mut ping_timer => {
+                match liveness.check() {
+                    Check::Wait => {}
+                    Check::Ping => connection.ping(),
+                    Check::Dead => {
+                        shared.metrics.add(Counter::PingTimeouts);
+                        tracing::debug!(connection = connection.id(), "client stopped answering pings");
+                        connection.stop();
+                        // Gone: nothing to linger for.
+                        return End::Peer;
+                    }
+                }
+                ping_timer.as_mut().reset(liveness.next_check());
+                continue;
+            }
         };
+        liveness.heard();
         let reply = match frame {
-            Some(Ok(Frame::Text(text))) => tokio::select! {
-                biased;
-                // A connection stopped at once does not wait for its handler; at shutdown,
-                // the handler finishes (within the shutdown timeout).
-                _ = connection.reader_stopped() => return End::Closed,
-                reply = shared.dispatcher.dispatch(text, connection) => reply,
-            },
+            Some(Ok(Frame::Text(text))) => {
+                shared.metrics.add(Counter::Messages);
+                if bucket.as_mut().is_some_and(|bucket| !bucket.take()) {
+                    shared.metrics.add(Counter::RateLimited);
+                    Some(shared.dispatcher.refuse(&text, RATE_LIMITED))
+                } else {
+                    tokio::select! {
+                        biased;
+                        // A connection stopped at once does not wait for its handler; at
+                        // shutdown, the handler finishes (within the shutdown timeout).
+                        _ = connection.reader_stopped() => return End::Closed,
+                        reply = shared.dispatcher.dispatch(text, connection) => reply,
+                    }
+                }
+            }
             Some(Ok(Frame::Binary(_))) => Message::error(BINARY_FRAME_ERROR).to_json().ok(),
             Some(Ok(Frame::Close(_))) | None => return End::Peer,
             Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => None,
@@ -212,6 +303,9 @@ async fn write_loop(
     }
     queue.close();
     if let Some(frame) = connection.take_abort_frame() {
+        if frame.reason == SLOW_CLIENT {
+            shared.metrics.add(Counter::SlowClients);
+        }
         // Stopped on purpose (a slow client, a protocol error): still deliver what was
         // accepted for it, and say why, if the client reads within the close timeout.
         let farewell = async {
@@ -219,6 +313,7 @@ async fn write_loop(
             for item in pending.take().into_iter().chain(queued) {
                 match item {
                     Item::Text(text) => sink.feed(Frame::Text(text)).await?,
+                    Item::Ping => {}
                     Item::Close(_) => break,
                 }
             }
@@ -230,6 +325,92 @@ async fn write_loop(
     let _ = tokio::time::timeout(shared.close_timeout, sink.close()).await;
     // Stops the reader too, whoever ended first.
     connection.stop();
+}
+
+/// The error reply to a message over the rate limit.
+pub(crate) const RATE_LIMITED: &str = "Rate limit exceeded.";
+
+/// Server-side liveness: when to ping, and when a pinged client counts as gone. The time a
+/// frame was last heard is noted per frame (a clock read); the timer itself is only reset
+/// when it fires.
+struct Liveness {
+    interval: Duration,
+    timeout: Duration,
+    heard: Instant,
+    pinged: Option<Instant>,
+}
+
+enum Check {
+    Wait,
+    Ping,
+    Dead,
+}
+
+impl Liveness {
+    fn new(interval: Duration, timeout: Duration) -> Self {
+        Self {
+            interval,
+            timeout,
+            heard: Instant::now(),
+            pinged: None,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.heard = Instant::now();
+        self.pinged = None;
+    }
+
+    fn next_check(&self) -> Instant {
+        match self.pinged {
+            Some(pinged) => pinged + self.timeout,
+            None => self.heard + self.interval,
+        }
+    }
+
+    fn check(&mut self) -> Check {
+        let now = Instant::now();
+        match self.pinged {
+            Some(pinged) if now >= pinged + self.timeout => Check::Dead,
+            Some(_) => Check::Wait,
+            None if now >= self.heard + self.interval => {
+                self.pinged = Some(now);
+                Check::Ping
+            }
+            None => Check::Wait,
+        }
+    }
+}
+
+/// A per-connection token bucket.
+struct TokenBucket {
+    limit: RateLimit,
+    tokens: f64,
+    filled: Instant,
+}
+
+impl TokenBucket {
+    fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            tokens: f64::from(limit.burst),
+            filled: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.filled).as_secs_f64() * self.limit.per_second;
+        self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
+        self.filled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 enum Batch {
@@ -249,6 +430,7 @@ async fn write_batch(
         let Some(item) = pending.take() else { break };
         match item {
             Item::Text(text) => sink.start_send_unpin(Frame::Text(text))?,
+            Item::Ping => sink.start_send_unpin(Frame::Ping(Default::default()))?,
             Item::Close(frame) => {
                 sink.start_send_unpin(Frame::Close(Some(frame)))?;
                 sink.flush().await?;
