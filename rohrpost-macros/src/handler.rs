@@ -141,24 +141,32 @@ fn generate(function: &ItemFn, names: &[LitStr]) -> TokenStream {
     let arguments: Vec<_> = (0..function.sig.inputs.len())
         .map(|i| format_ident!("__rohrpost_arg{}", i))
         .collect();
-    let extractions = function
-        .sig
-        .inputs
-        .iter()
-        .zip(&arguments)
-        .map(|(input, argument)| {
+    let last = function.sig.inputs.len().saturating_sub(1);
+    let extractions = function.sig.inputs.iter().zip(&arguments).enumerate().map(
+        |(index, (input, argument))| {
             let FnArg::Typed(arg) = input else {
                 unreachable!("validated: no receivers")
             };
             let ty = &arg.ty;
+            // The last argument may take parts of the request by value.
+            let extract = if index == last {
+                quote_spanned! {ty.span()=>
+                    ::rohrpost::__private::extract_last::<#ty>(&mut __rohrpost_cx)
+                }
+            } else {
+                quote_spanned! {ty.span()=>
+                    ::rohrpost::__private::extract::<#ty>(&__rohrpost_cx)
+                }
+            };
             // Spanned at the type, so that a type that is not an extractor is reported there.
             quote_spanned! {ty.span()=>
-                let #argument: #ty = match ::rohrpost::__private::extract::<#ty>(&__rohrpost_cx) {
+                let #argument: #ty = match #extract {
                     ::core::result::Result::Ok(value) => value,
                     ::core::result::Result::Err(error) => return ::rohrpost::Reply::error(error),
                 };
             }
-        });
+        },
+    );
     let output_span = match &function.sig.output {
         ReturnType::Default => ident.span(),
         ReturnType::Type(_, ty) => ty.span(),
@@ -174,8 +182,9 @@ fn generate(function: &ItemFn, names: &[LitStr]) -> TokenStream {
 
         #[doc(hidden)]
         const _: () = {
+            #[allow(unused_mut)]
             fn __rohrpost_call(
-                __rohrpost_cx: ::rohrpost::RequestContext,
+                mut __rohrpost_cx: ::rohrpost::RequestContext,
             ) -> ::rohrpost::__private::BoxFuture<'static, ::rohrpost::Reply> {
                 let __rohrpost_future = async move {
                     #(#extractions)*

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 
 use crate::error::INTERNAL_ERROR;
 use crate::handler::{Reply, ReplyKind, RequestContext};
-use crate::message::{reply_json, Message};
+use crate::message::{error_json, reply_json, Message};
 use crate::metrics::{Counter, Metrics};
 use crate::registry::Registered;
 use crate::server::HANDLER_TIMEOUT_ERROR;
@@ -55,7 +55,7 @@ impl Dispatcher {
     /// message's id and type when it has them.
     pub(crate) fn refuse(&self, text: &str, error: &str) -> String {
         match parse(text) {
-            Ok(request) => reply_to(&request.id, &request.message_type, Message::error(error)),
+            Ok(request) => error_json(&request.id, &request.message_type, error),
             Err(reply) => reply,
         }
     }
@@ -77,11 +77,7 @@ impl Dispatcher {
             None if request.message_type == "ping" => Some(pong(request)),
             None => {
                 let error = format!("Unknown message type '{}'.", request.message_type);
-                Some(reply_to(
-                    &request.id,
-                    &request.message_type,
-                    Message::error(error),
-                ))
+                Some(error_json(&request.id, &request.message_type, &error))
             }
         }
     }
@@ -113,8 +109,7 @@ impl Dispatcher {
                         timeout = ?self.handler_timeout,
                         "handler timed out and was dropped"
                     );
-                    let reply = Message::error(HANDLER_TIMEOUT_ERROR);
-                    return Some(reply_to(&id, &message_type, reply));
+                    return Some(error_json(&id, &message_type, HANDLER_TIMEOUT_ERROR));
                 }
             },
         };
@@ -130,7 +125,7 @@ impl Dispatcher {
                     panic = panic_message(&*panic),
                     "handler panicked"
                 );
-                return Some(reply_to(&id, &message_type, Message::error(INTERNAL_ERROR)));
+                return Some(error_json(&id, &message_type, INTERNAL_ERROR));
             }
         };
         if error.is_internal() {
@@ -217,9 +212,131 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
+/// Dispatches `text` on a connection that belongs to no socket, with a few handlers of
+/// every kind: for property tests, the fuzz target and the micro-benchmark. Returns the
+/// reply, if any. (No handler here panics: libFuzzer's panic hook would abort on a panic
+/// even though the dispatcher catches it; panics are tested over sockets.)
+#[doc(hidden)]
+pub fn dispatch_detached(text: &str) -> Option<String> {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    #[derive(serde::Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+    async fn add(crate::Data(add): crate::Data<Add>) -> Result<i64, crate::Error> {
+        add.a
+            .checked_add(add.b)
+            .ok_or_else(|| crate::Error::new("Overflow."))
+    }
+    async fn echo(request: Request) -> Option<Value> {
+        request.data
+    }
+    async fn fail() -> Result<(), crate::Error> {
+        Err(crate::Error::internal(std::io::Error::other("hidden")))
+    }
+
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+        static DISPATCHER: Dispatcher = Dispatcher::new(
+            Handlers::new()
+                .handler("add", add)
+                .handler("echo", echo)
+                .handler("fail", fail),
+            TypeMap::default(),
+            Metrics::default(),
+            Duration::from_secs(1),
+        );
+        static CONNECTION: Connection = Connection::new(
+            0,
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            16,
+            tokio_util::sync::CancellationToken::new(),
+            crate::Groups::memory(),
+            Duration::from_secs(1),
+            TypeMap::default(),
+        );
+    }
+    RUNTIME.with(|runtime| {
+        DISPATCHER.with(|dispatcher| {
+            CONNECTION.with(|connection| {
+                runtime.block_on(dispatcher.dispatch(Utf8Bytes::from(text), connection))
+            })
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Any JSON value, nested a few levels.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".*".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::from),
+                prop::collection::hash_map("[a-z_]{0,8}", inner, 0..8)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Requests shaped like the protocol's, with any id, type and data.
+    fn request() -> impl Strategy<Value = Value> {
+        let message_type = prop_oneof![
+            Just(Value::from("ping")),
+            Just(Value::from("add")),
+            Just(Value::from("echo")),
+            Just(Value::from("fail")),
+            json(),
+        ];
+        (json(), message_type, proptest::option::of(json())).prop_map(|(id, t, data)| {
+            let mut request = Map::new();
+            request.insert("id".into(), id);
+            request.insert("type".into(), t);
+            if let Some(data) = data {
+                request.insert("data".into(), data);
+            }
+            Value::Object(request)
+        })
+    }
+
+    /// Every reply is one JSON object with a `type` or an `error`.
+    fn check_reply(reply: Option<String>) {
+        let reply = reply.expect("every message here gets a reply");
+        let reply: Value = serde_json::from_str(&reply).expect("replies are JSON");
+        let object = reply.as_object().expect("replies are objects");
+        assert!(object.contains_key("type") || object.contains_key("error"));
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_gets_a_json_reply_and_no_panic(text in ".*") {
+            check_reply(dispatch_detached(&text));
+        }
+
+        #[test]
+        fn any_json_gets_a_json_reply_and_no_panic(value in json()) {
+            check_reply(dispatch_detached(&value.to_string()));
+        }
+
+        #[test]
+        fn any_request_gets_a_json_reply_and_no_panic(request in request()) {
+            check_reply(dispatch_detached(&request.to_string()));
+        }
+    }
 
     #[test]
     fn parse_keeps_every_top_level_field() {

@@ -73,11 +73,27 @@ impl RequestContext {
 pub trait FromRequest: Sized {
     /// Extracts `Self` from the request, or fails with the error reply to send.
     fn from_request(cx: &RequestContext) -> Result<Self, Error>;
+
+    /// Extracts the handler's last argument, which may take parts of the request by value
+    /// instead of copying them (the reply still has the request's id and type). By default,
+    /// [`from_request`](Self::from_request).
+    fn from_request_last(cx: &mut RequestContext) -> Result<Self, Error> {
+        Self::from_request(cx)
+    }
 }
 
 impl FromRequest for Request {
     fn from_request(cx: &RequestContext) -> Result<Self, Error> {
         Ok(cx.request.clone())
+    }
+
+    fn from_request_last(cx: &mut RequestContext) -> Result<Self, Error> {
+        Ok(Request {
+            id: cx.request.id.clone(),
+            message_type: cx.request.message_type.clone(),
+            data: cx.request.data.take(),
+            fields: std::mem::take(&mut cx.request.fields),
+        })
     }
 }
 
@@ -117,11 +133,25 @@ impl<T: DeserializeOwned> FromRequest for Data<T> {
             Some(data) => T::deserialize(data)
                 .map(Data)
                 .map_err(|e| Error::new(format!("Invalid data: {e}"))),
-            None => T::deserialize(&Value::Null)
-                .map(Data)
-                .map_err(|_| Error::new("Missing required field 'data'.")),
+            None => missing_data(),
         }
     }
+
+    fn from_request_last(cx: &mut RequestContext) -> Result<Self, Error> {
+        // By value: strings and nested values move into `T` instead of being copied.
+        match cx.request.data.take() {
+            Some(data) => T::deserialize(data)
+                .map(Data)
+                .map_err(|e| Error::new(format!("Invalid data: {e}"))),
+            None => missing_data(),
+        }
+    }
+}
+
+fn missing_data<T: DeserializeOwned>() -> Result<Data<T>, Error> {
+    T::deserialize(&Value::Null)
+        .map(Data)
+        .map_err(|_| Error::new("Missing required field 'data'."))
 }
 
 /// What a handler returns, turned into the reply.
@@ -280,6 +310,12 @@ pub fn extract<T: FromRequest>(cx: &RequestContext) -> Result<T, Error> {
     T::from_request(cx)
 }
 
+/// Extracts the last argument; used by the generated code and by [`Handler`].
+#[doc(hidden)]
+pub fn extract_last<T: FromRequest>(cx: &mut RequestContext) -> Result<T, Error> {
+    T::from_request_last(cx)
+}
+
 /// Turns a handler's output into its reply; used by the generated code and by [`Handler`].
 #[doc(hidden)]
 pub fn into_reply<T: IntoReply>(output: T, cx: &RequestContext) -> Reply {
@@ -287,16 +323,17 @@ pub fn into_reply<T: IntoReply>(output: T, cx: &RequestContext) -> Reply {
 }
 
 macro_rules! impl_handler {
-    ($($arg:ident),*) => {
-        impl<F, Fut, Out, $($arg,)*> Handler<($($arg,)*)> for F
+    ($($arg:ident),* ; $last:ident) => {
+        impl<F, Fut, Out, $($arg,)* $last> Handler<($($arg,)* $last,)> for F
         where
-            F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
+            F: Fn($($arg,)* $last) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future<Output = Out> + Send + 'static,
             Out: IntoReply,
             $($arg: FromRequest + Send + 'static,)*
+            $last: FromRequest + Send + 'static,
         {
             #[allow(non_snake_case)]
-            fn call(&self, cx: RequestContext) -> BoxFuture<'static, Reply> {
+            fn call(&self, mut cx: RequestContext) -> BoxFuture<'static, Reply> {
                 let handler = self.clone();
                 Box::pin(async move {
                     $(
@@ -305,23 +342,38 @@ macro_rules! impl_handler {
                             Err(error) => return Reply::error(error),
                         };
                     )*
-                    into_reply(handler($($arg),*).await, &cx)
+                    let $last = match extract_last::<$last>(&mut cx) {
+                        Ok(value) => value,
+                        Err(error) => return Reply::error(error),
+                    };
+                    into_reply(handler($($arg,)* $last).await, &cx)
                 })
             }
         }
     };
 }
 
-impl_handler!();
-impl_handler!(A1);
-impl_handler!(A1, A2);
-impl_handler!(A1, A2, A3);
-impl_handler!(A1, A2, A3, A4);
-impl_handler!(A1, A2, A3, A4, A5);
-impl_handler!(A1, A2, A3, A4, A5, A6);
-impl_handler!(A1, A2, A3, A4, A5, A6, A7);
-impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8);
-impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
-impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
-impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
-impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+impl<F, Fut, Out> Handler<()> for F
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Out> + Send + 'static,
+    Out: IntoReply,
+{
+    fn call(&self, cx: RequestContext) -> BoxFuture<'static, Reply> {
+        let handler = self.clone();
+        Box::pin(async move { into_reply(handler().await, &cx) })
+    }
+}
+
+impl_handler!(; A1);
+impl_handler!(A1; A2);
+impl_handler!(A1, A2; A3);
+impl_handler!(A1, A2, A3; A4);
+impl_handler!(A1, A2, A3, A4; A5);
+impl_handler!(A1, A2, A3, A4, A5; A6);
+impl_handler!(A1, A2, A3, A4, A5, A6; A7);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7; A8);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8; A9);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9; A10);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10; A11);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11; A12);

@@ -125,7 +125,8 @@ pub mod prelude {
 /// What the macros' output names; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::handler::{extract, into_reply};
+    pub use crate::dispatch::dispatch_detached;
+    pub use crate::handler::{extract, extract_last, into_reply};
     pub use crate::registry::HandlerEntry;
     pub use futures_util::future::BoxFuture;
     pub use inventory;

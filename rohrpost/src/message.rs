@@ -173,6 +173,15 @@ pub(crate) fn reply_json<T: Serialize + ?Sized>(
     Ok(into_text(out))
 }
 
+/// `{"id":…,"type":…,"error":"…"}`, written straight into one buffer.
+pub(crate) fn error_json(id: &Value, message_type: &str, error: &str) -> String {
+    let mut out = head(id, message_type);
+    out.extend_from_slice(br#","error":"#);
+    write_value(&mut out, error);
+    out.push(b'}');
+    into_text(out)
+}
+
 fn head(id: &Value, message_type: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + message_type.len());
     out.extend_from_slice(br#"{"id":"#);
