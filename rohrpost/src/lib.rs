@@ -51,6 +51,8 @@
 //! with [`Handlers`].
 #![warn(missing_docs)]
 
+#[cfg(feature = "client")]
+pub mod client;
 mod connection;
 mod dispatch;
 mod error;

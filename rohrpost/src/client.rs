@@ -1,0 +1,786 @@
+//! A rohrpost client (cargo feature `client`): what rohrpost.js does, for services, tests,
+//! bots and load generators.
+//!
+//! ```no_run
+//! use rohrpost::client::Client;
+//! use rohrpost::subscribe::GroupObject;
+//! use serde::Deserialize;
+//! use serde_json::json;
+//!
+//! #[derive(Debug, Deserialize)]
+//! struct Todo { id: i64, title: String }
+//!
+//! # async fn run() -> Result<(), rohrpost::client::ClientError> {
+//! let client = Client::builder("ws://127.0.0.1:8000/rohrpost/")
+//!     .token("hunter2")
+//!     .connect()
+//!     .await?;
+//! let todo: Todo = client.call_as("todo.create", json!({"title": "milk"})).await?;
+//! let mut changes = client
+//!     .subscribe::<Todo>(GroupObject { object_type: "todo".into(), id: json!(todo.id) })
+//!     .await?;
+//! while let Some(update) = changes.next().await {
+//!     println!("{:?}", update?);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! - Calls are matched to replies by id, any number in flight; each fails with the reply's
+//!   `error`, after the call timeout, or when the connection drops while it waits.
+//! - A `ping` goes out every ping interval; when nothing came back within it, the
+//!   connection counts as dead: the client reconnects with backoff, re-subscribes every
+//!   group, and re-sends subscribe requests that were waiting. Calls made while
+//!   reconnecting wait for the connection (within their timeout).
+//! - [`Client::state`] tells whether it is connected, reconnecting or closed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::notify::Change;
+use crate::subscribe::GroupObject;
+
+/// Why a client operation failed.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ClientError {
+    /// The server answered with an error reply.
+    #[error("the server replied with an error: {error}")]
+    Reply {
+        /// The reply's `error`.
+        error: Value,
+        /// The reply's `data`, if any.
+        data: Option<Value>,
+    },
+    /// No reply came within the call timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The connection dropped while the call waited for its reply.
+    #[error("the connection dropped before the reply arrived")]
+    Disconnected,
+    /// The client was closed.
+    #[error("the client is closed")]
+    Closed,
+    /// The first connection could not be made.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A reply or update did not decode into the requested type.
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// What was decoded.
+        what: &'static str,
+        /// serde's reason.
+        reason: String,
+    },
+}
+
+/// The connection's state, for UIs and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connected; calls go out at once.
+    Connected,
+    /// The connection dropped; reconnecting (attempt number since the drop).
+    Reconnecting {
+        /// Attempts made since the connection dropped.
+        attempt: u32,
+    },
+    /// Closed by [`Client::close`]; nothing more will happen.
+    Closed,
+}
+
+/// Settings of a [`Client`]; every one has rohrpost.js's default or a safe one.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `connect` is awaited"]
+pub struct ClientBuilder {
+    url: String,
+    token: Option<String>,
+    ping_interval: Duration,
+    call_timeout: Duration,
+    backoff_min: Duration,
+    backoff_max: Duration,
+}
+
+impl ClientBuilder {
+    /// The token sent as `auth_jwt` beside `data` in every message, as rohrpost.js does.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// How often to ping, and how long a silence counts as a dead connection (default 5 s,
+    /// as rohrpost.js).
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// How long a call waits for its reply (default 10 s).
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    /// The wait before reconnecting: `min` after a drop, doubling up to `max` while attempts
+    /// fail (default 100 ms to 5 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff_min = min;
+        self.backoff_max = max.max(min);
+        self
+    }
+
+    /// Connects; fails if the first connection cannot be made. Later drops reconnect.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let socket = open(&self.url).await?;
+        let (commands, requests) = mpsc::unbounded_channel();
+        let (report, state) = watch::channel(ConnectionState::Connected);
+        let driver = Driver {
+            settings: self.clone(),
+            requests,
+            report,
+            calls: HashMap::new(),
+            subscriptions: HashMap::new(),
+            pending_subscribes: HashMap::new(),
+            waiting: Vec::new(),
+            incoming: None,
+            next_id: 1_000_000_000,
+        };
+        tokio::spawn(driver.run(socket));
+        Ok(Client {
+            shared: Arc::new(Shared {
+                commands,
+                state,
+                next_id: AtomicU64::new(1),
+                call_timeout: self.call_timeout,
+            }),
+        })
+    }
+}
+
+/// A rohrpost client: cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<ConnectionState>,
+    next_id: AtomicU64,
+    call_timeout: Duration,
+}
+
+enum Command {
+    Call {
+        id: u64,
+        message_type: String,
+        data: Option<Value>,
+        reply: oneshot::Sender<Result<Value, ClientError>>,
+    },
+    Send {
+        message_type: String,
+        data: Option<Value>,
+    },
+    Subscribe {
+        id: u64,
+        object: GroupObject,
+        updates: mpsc::UnboundedSender<Value>,
+        reply: oneshot::Sender<Result<String, ClientError>>,
+    },
+    Unsubscribe {
+        group: String,
+        object: GroupObject,
+    },
+    Incoming(mpsc::UnboundedSender<Value>),
+    Close,
+}
+
+impl Client {
+    /// Settings for a client of the endpoint at `url` (`ws://host:port/rohrpost/`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            token: None,
+            ping_interval: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+
+    /// Connects with the default settings.
+    pub async fn connect(url: impl Into<String>) -> Result<Client, ClientError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Sends `{"id", "type", "data"}` and resolves with the reply's `data` (`null` when it
+    /// has none), or fails with its `error`, a timeout, or a dropped connection.
+    pub async fn call(
+        &self,
+        message_type: &str,
+        data: impl Serialize,
+    ) -> Result<Value, ClientError> {
+        let data = to_data(data)?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, replied) = oneshot::channel();
+        self.command(Command::Call {
+            id,
+            message_type: message_type.to_owned(),
+            data,
+            reply,
+        })?;
+        let timeout = self.shared.call_timeout;
+        match tokio::time::timeout(timeout, replied).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    /// Like [`call`](Self::call), decoding the reply's `data` into `T`.
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        message_type: &str,
+        data: impl Serialize,
+    ) -> Result<T, ClientError> {
+        let value = self.call(message_type, data).await?;
+        serde_json::from_value(value).map_err(|e| ClientError::Decode {
+            what: "the reply's data",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends a message without waiting for a reply (dropped while reconnecting, like
+    /// rohrpost.js does).
+    pub fn send(&self, message_type: &str, data: impl Serialize) -> Result<(), ClientError> {
+        let data = to_data(data)?;
+        self.command(Command::Send {
+            message_type: message_type.to_owned(),
+            data,
+        })
+    }
+
+    /// Subscribes to `object`'s group; resolves with the subscription once the server
+    /// confirmed it (the group name is [`Subscription::group`]). Updates decode their
+    /// `object` into `T` (use `Value` to take them as they are).
+    pub async fn subscribe<T: DeserializeOwned>(
+        &self,
+        object: GroupObject,
+    ) -> Result<Subscription<T>, ClientError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (updates, received) = mpsc::unbounded_channel();
+        let (reply, replied) = oneshot::channel();
+        self.command(Command::Subscribe {
+            id,
+            object: object.clone(),
+            updates,
+            reply,
+        })?;
+        let timeout = self.shared.call_timeout;
+        let group = match tokio::time::timeout(timeout, replied).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(ClientError::Closed),
+            Err(_) => return Err(ClientError::Timeout(timeout)),
+        };
+        Ok(Subscription {
+            group,
+            object,
+            updates: received,
+            client: self.clone(),
+            kind: PhantomData,
+        })
+    }
+
+    /// Every message that is neither a reply to a call nor a subscription update (for
+    /// messages a server pushes on its own). Calling it again replaces the earlier stream.
+    pub fn incoming(&self) -> mpsc::UnboundedReceiver<Value> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let _ = self.command(Command::Incoming(sender));
+        receiver
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        *self.shared.state.borrow()
+    }
+
+    /// A watch of the connection's state, to follow its changes.
+    pub fn state_changes(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.clone()
+    }
+
+    /// Closes the connection for good: waiting calls fail with [`ClientError::Closed`] and
+    /// subscriptions end.
+    pub async fn close(&self) {
+        let _ = self.command(Command::Close);
+        let mut state = self.shared.state.clone();
+        let _ = state.wait_for(|s| *s == ConnectionState::Closed).await;
+    }
+
+    fn command(&self, command: Command) -> Result<(), ClientError> {
+        self.shared
+            .commands
+            .send(command)
+            .map_err(|_| ClientError::Closed)
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_data(data: impl Serialize) -> Result<Option<Value>, ClientError> {
+    let value = serde_json::to_value(data).map_err(|e| ClientError::Decode {
+        what: "the data to send",
+        reason: e.to_string(),
+    })?;
+    Ok((!value.is_null()).then_some(value))
+}
+
+/// One change pushed to a subscribed group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update<T> {
+    /// Created, updated or deleted.
+    pub change: Change,
+    /// The group it was sent to.
+    pub group: String,
+    /// The pushed object.
+    pub object: T,
+}
+
+/// The updates of one subscribed group, in order.
+pub struct Subscription<T> {
+    group: String,
+    object: GroupObject,
+    updates: mpsc::UnboundedReceiver<Value>,
+    client: Client,
+    kind: PhantomData<fn() -> T>,
+}
+
+#[derive(Deserialize)]
+struct UpdateData {
+    #[serde(rename = "type")]
+    change: String,
+    group: String,
+    object: Value,
+}
+
+impl<T: DeserializeOwned> Subscription<T> {
+    /// The group's name, as the server confirmed it.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The next update; `None` once the client is closed or the group unsubscribed.
+    pub async fn next(&mut self) -> Option<Result<Update<T>, ClientError>> {
+        let data = self.updates.recv().await?;
+        Some(decode_update(data))
+    }
+
+    /// Unsubscribes (immediately when offline: the group is just forgotten).
+    pub fn unsubscribe(self) {
+        let _ = self.client.command(Command::Unsubscribe {
+            group: self.group.clone(),
+            object: self.object.clone(),
+        });
+    }
+}
+
+fn decode_update<T: DeserializeOwned>(data: Value) -> Result<Update<T>, ClientError> {
+    let decode = |reason: String| ClientError::Decode {
+        what: "a subscription update",
+        reason,
+    };
+    let update: UpdateData = serde_json::from_value(data).map_err(|e| decode(e.to_string()))?;
+    let change = match update.change.as_str() {
+        "create" => Change::Create,
+        "update" => Change::Update,
+        "delete" => Change::Delete,
+        other => return Err(decode(format!("unknown change type {other:?}"))),
+    };
+    let object = serde_json::from_value(update.object).map_err(|e| decode(e.to_string()))?;
+    Ok(Update {
+        change,
+        group: update.group,
+        object,
+    })
+}
+
+impl<T> fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(url: &str) -> Result<Socket, ClientError> {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(error) => Err(ClientError::Connect {
+            url: url.to_owned(),
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// A subscribe request that waits for its reply.
+struct PendingSubscribe {
+    object: GroupObject,
+    updates: mpsc::UnboundedSender<Value>,
+    reply: oneshot::Sender<Result<String, ClientError>>,
+}
+
+/// The task that owns the socket: sends, matches replies, pings, reconnects.
+struct Driver {
+    settings: ClientBuilder,
+    requests: mpsc::UnboundedReceiver<Command>,
+    report: watch::Sender<ConnectionState>,
+    calls: HashMap<u64, oneshot::Sender<Result<Value, ClientError>>>,
+    /// Confirmed subscriptions by group: re-sent after every reconnection.
+    subscriptions: HashMap<String, (GroupObject, mpsc::UnboundedSender<Value>)>,
+    pending_subscribes: HashMap<u64, PendingSubscribe>,
+    /// Calls made while offline, sent once connected.
+    waiting: Vec<Command>,
+    incoming: Option<mpsc::UnboundedSender<Value>>,
+    /// Ids for the driver's own pings and re-subscriptions, apart from the callers'.
+    next_id: u64,
+}
+
+/// Why a connection ended.
+enum Ended {
+    Dropped,
+    Closed,
+}
+
+impl Driver {
+    async fn run(mut self, mut socket: Socket) {
+        loop {
+            match self.serve(&mut socket).await {
+                Ended::Closed => {
+                    let _ = socket.close(None).await;
+                    self.shut_down();
+                    return;
+                }
+                Ended::Dropped => {
+                    tracing::debug!("rohrpost connection dropped; reconnecting");
+                    for (_, call) in self.calls.drain() {
+                        let _ = call.send(Err(ClientError::Disconnected));
+                    }
+                    match self.reconnect().await {
+                        Some(fresh) => socket = fresh,
+                        None => {
+                            self.shut_down();
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits out the backoff between attempts, following commands meanwhile; `None` when
+    /// the client was closed.
+    async fn reconnect(&mut self) -> Option<Socket> {
+        let mut backoff = self.settings.backoff_min;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.set_state(ConnectionState::Reconnecting { attempt });
+            let pause = tokio::time::sleep(backoff);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    command = self.requests.recv() => match command {
+                        None | Some(Command::Close) => return None,
+                        Some(command) => self.offline(command),
+                    },
+                }
+            }
+            if let Ok(socket) = open(&self.settings.url).await {
+                return Some(socket);
+            }
+            backoff = (backoff * 2).min(self.settings.backoff_max);
+        }
+    }
+
+    /// A command while offline: calls and subscribes wait, unsubscribes forget.
+    fn offline(&mut self, command: Command) {
+        match command {
+            Command::Unsubscribe { group, .. } => {
+                self.subscriptions.remove(&group);
+            }
+            Command::Incoming(sender) => self.incoming = Some(sender),
+            Command::Send { .. } => {}
+            other => self.waiting.push(other),
+        }
+    }
+
+    fn shut_down(&mut self) {
+        for (_, call) in self.calls.drain() {
+            let _ = call.send(Err(ClientError::Closed));
+        }
+        for (_, pending) in self.pending_subscribes.drain() {
+            let _ = pending.reply.send(Err(ClientError::Closed));
+        }
+        for command in self.waiting.drain(..) {
+            match command {
+                Command::Call { reply, .. } => {
+                    let _ = reply.send(Err(ClientError::Closed));
+                }
+                Command::Subscribe { reply, .. } => {
+                    let _ = reply.send(Err(ClientError::Closed));
+                }
+                _ => {}
+            }
+        }
+        self.subscriptions.clear();
+        self.set_state(ConnectionState::Closed);
+    }
+
+    /// Publishes the state, waking watchers only when it changed.
+    fn set_state(&self, state: ConnectionState) {
+        self.report.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+    }
+
+    fn own_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn frame(&self, id: u64, message_type: &str, data: Option<Value>) -> Frame {
+        let mut message = Map::new();
+        message.insert("id".into(), id.into());
+        message.insert("type".into(), message_type.into());
+        if let Some(data) = data {
+            message.insert("data".into(), data);
+        }
+        if let Some(token) = &self.settings.token {
+            message.insert("auth_jwt".into(), token.clone().into());
+        }
+        Frame::Text(Value::Object(message).to_string().into())
+    }
+
+    async fn serve(&mut self, socket: &mut Socket) -> Ended {
+        self.set_state(ConnectionState::Connected);
+        // Re-subscribe what was confirmed, and re-send what was waiting for a reply.
+        let confirmed: Vec<_> = self.subscriptions.drain().collect();
+        for (_, (object, updates)) in confirmed {
+            let (reply, _) = oneshot::channel();
+            let id = self.own_id();
+            self.waiting.push(Command::Subscribe {
+                id,
+                object,
+                updates,
+                reply,
+            });
+        }
+        let pending: Vec<_> = self.pending_subscribes.drain().collect();
+        for (id, pending) in pending {
+            self.waiting.push(Command::Subscribe {
+                id,
+                object: pending.object,
+                updates: pending.updates,
+                reply: pending.reply,
+            });
+        }
+        for command in std::mem::take(&mut self.waiting) {
+            if self.online(socket, command).await.is_err() {
+                return Ended::Dropped;
+            }
+        }
+        let interval = self.settings.ping_interval;
+        let mut last_heard = Instant::now();
+        let ping_timer = tokio::time::sleep(interval);
+        tokio::pin!(ping_timer);
+        loop {
+            tokio::select! {
+                command = self.requests.recv() => match command {
+                    None | Some(Command::Close) => return Ended::Closed,
+                    Some(command) => {
+                        if self.online(socket, command).await.is_err() {
+                            return Ended::Dropped;
+                        }
+                    }
+                },
+                frame = socket.next() => match frame {
+                    Some(Ok(Frame::Text(text))) => {
+                        last_heard = Instant::now();
+                        self.receive(&text);
+                    }
+                    Some(Ok(_)) => last_heard = Instant::now(),
+                    Some(Err(_)) | None => return Ended::Dropped,
+                },
+                _ = &mut ping_timer => {
+                    // Nothing came back within a whole interval after the last ping.
+                    if last_heard.elapsed() > interval * 2 {
+                        return Ended::Dropped;
+                    }
+                    // Calls whose caller gave up (timed out) wait for nothing.
+                    self.calls.retain(|_, call| !call.is_closed());
+                    let id = self.own_id();
+                    if socket.send(self.frame(id, "ping", None)).await.is_err() {
+                        return Ended::Dropped;
+                    }
+                    ping_timer.as_mut().reset(Instant::now() + interval);
+                }
+            }
+        }
+    }
+
+    async fn online(
+        &mut self,
+        socket: &mut Socket,
+        command: Command,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        match command {
+            Command::Call {
+                id,
+                message_type,
+                data,
+                reply,
+            } => {
+                let frame = self.frame(id, &message_type, data);
+                self.calls.insert(id, reply);
+                socket.send(frame).await?;
+            }
+            Command::Send { message_type, data } => {
+                let id = self.own_id();
+                socket.send(self.frame(id, &message_type, data)).await?;
+            }
+            Command::Subscribe {
+                id,
+                object,
+                updates,
+                reply,
+            } => {
+                let data = serde_json::to_value(&object).ok();
+                let frame = self.frame(id, "subscribe", data);
+                self.pending_subscribes.insert(
+                    id,
+                    PendingSubscribe {
+                        object,
+                        updates,
+                        reply,
+                    },
+                );
+                socket.send(frame).await?;
+            }
+            Command::Unsubscribe { group, object } => {
+                if self.subscriptions.remove(&group).is_some() {
+                    let id = self.own_id();
+                    let data = serde_json::to_value(&object).ok();
+                    socket.send(self.frame(id, "unsubscribe", data)).await?;
+                }
+            }
+            Command::Incoming(sender) => self.incoming = Some(sender),
+            Command::Close => {}
+        }
+        Ok(())
+    }
+
+    /// Routes one message: a call's reply, a subscribe's reply, a group update, or other.
+    fn receive(&mut self, text: &str) {
+        let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(text) else {
+            tracing::warn!(
+                message = text,
+                "the server sent something that is not a JSON object"
+            );
+            return;
+        };
+        let id = message.get("id").and_then(Value::as_u64);
+        let is_update = message.get("type").and_then(Value::as_str) == Some("subscription-update");
+        if is_update {
+            let data = message.remove("data").unwrap_or(Value::Null);
+            let group = data
+                .get("group")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if let Some((_, updates)) = self.subscriptions.get(group) {
+                let _ = updates.send(data);
+            }
+            return;
+        }
+        if let Some(call) = id.and_then(|id| self.calls.remove(&id)) {
+            let _ = call.send(outcome(&mut message));
+            return;
+        }
+        if let Some(pending) = id.and_then(|id| self.pending_subscribes.remove(&id)) {
+            match outcome(&mut message) {
+                Ok(data) => {
+                    let group = data
+                        .get("group")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| pending.object.group_name());
+                    self.subscriptions
+                        .insert(group.clone(), (pending.object, pending.updates));
+                    let _ = pending.reply.send(Ok(group));
+                }
+                Err(error) => {
+                    let _ = pending.reply.send(Err(error));
+                }
+            }
+            return;
+        }
+        let message = Value::Object(message);
+        if message.get("type").and_then(Value::as_str) == Some("pong") {
+            return;
+        }
+        if message.get("type").and_then(Value::as_str) == Some("unsubscribe") {
+            return;
+        }
+        match &self.incoming {
+            Some(incoming) => {
+                let _ = incoming.send(message);
+            }
+            None => tracing::debug!(%message, "unrouted message from the server"),
+        }
+    }
+}
+
+/// A reply's `data`, or its `error` as an error.
+fn outcome(message: &mut Map<String, Value>) -> Result<Value, ClientError> {
+    match message.remove("error") {
+        Some(error) => Err(ClientError::Reply {
+            error,
+            data: message.remove("data"),
+        }),
+        None => Ok(message.remove("data").unwrap_or(Value::Null)),
+    }
+}
+
+/// `{"type": …, "id": …}`, for [`Client::subscribe`].
+pub fn group_object(object_type: &str, id: impl Serialize) -> GroupObject {
+    GroupObject {
+        object_type: object_type.to_owned(),
+        id: serde_json::to_value(id).unwrap_or(json!(null)),
+    }
+}
