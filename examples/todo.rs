@@ -1,4 +1,5 @@
-//! The todo demo: `cargo run --example todo`, then open a WebSocket to
+//! The todo demo: `cargo run --example todo`, then open http://127.0.0.1:8000/ in a browser
+//! (two tabs show each other's changes live), or a WebSocket to
 //! `ws://127.0.0.1:8000/rohrpost/`.
 //!
 //! ```text
@@ -12,6 +13,7 @@
 //! `--redis-url`/`ROHRPOST_REDIS_URL` (none: groups in this process only).
 
 #[path = "todo/app.rs"]
+#[allow(dead_code)] // the standalone `server` is for the tests
 mod app;
 
 use clap::Parser;
@@ -25,8 +27,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let config = app::Config::parse();
     let groups = config.groups().await?;
-    let server = app::server(&config, groups).await?;
-    println!("rohrpost todo demo listening on {}", server.url());
-    server.serve().await;
+    let (router, endpoint) = app::router(&config, groups).await?;
+    let listener = tokio::net::TcpListener::bind(config.addr.as_str()).await?;
+    let addr = listener.local_addr()?;
+    println!("rohrpost todo demo: ws://{addr}/rohrpost/ (the page: http://{addr}/)");
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            rohrpost::shutdown_signal().await;
+            endpoint.shutdown().await;
+        })
+        .await?;
     Ok(())
 }

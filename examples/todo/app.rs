@@ -80,6 +80,27 @@ pub struct Todo {
     pub title: String,
 }
 
+/// A todo as the list sees it: creations and deletions also go to the group `todos-all`,
+/// so that pages learn of todos other tabs add.
+struct Listed<'a>(&'a Todo);
+
+/// The group of the whole list.
+pub const LIST_GROUP: &str = "todos-all";
+
+impl Notify for Listed<'_> {
+    fn pk(&self) -> Value {
+        json!(self.0.id)
+    }
+
+    fn group_name(&self, _: rohrpost::notify::Change) -> String {
+        LIST_GROUP.to_owned()
+    }
+
+    fn notification_data(&self, _: Option<&[&str]>, _: rohrpost::notify::Change) -> Value {
+        json!(self.0)
+    }
+}
+
 impl Todo {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
@@ -117,6 +138,7 @@ async fn create(
         .await?;
     let todo = Todo::from_row(&row)?;
     tx.created(&todo);
+    tx.created(&Listed(&todo));
     tx.commit().await?;
     Ok(Json(todo))
 }
@@ -155,9 +177,21 @@ async fn delete(
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| not_found(id))?;
-    tx.deleted(&Todo::from_row(&row)?);
+    let todo = Todo::from_row(&row)?;
+    tx.deleted(&todo);
+    tx.deleted(&Listed(&todo));
     tx.commit().await?;
     Ok(json!({ "id": id }))
+}
+
+/// `todo.list` → every todo, oldest first.
+#[rohrpost_handler("todo.list")]
+async fn list(db: State<Db>) -> Result<Json<Vec<Todo>>, Error> {
+    let rows = sqlx::query("SELECT id, title FROM todos ORDER BY id")
+        .fetch_all(db.pool())
+        .await?;
+    let todos = rows.iter().map(Todo::from_row).collect::<Result<_, _>>()?;
+    Ok(Json(todos))
 }
 
 /// `echo` → the same data.
@@ -172,15 +206,43 @@ pub fn handlers(token: &str) -> Handlers {
     Handlers::collect().merge(Subscriptions::token(token).handlers())
 }
 
-/// The demo server, bound and ready to serve.
-pub async fn server(config: &Config, groups: Groups) -> Result<Server, Box<dyn std::error::Error>> {
+/// The demo's server settings: its handlers, groups and database.
+async fn builder(
+    config: &Config,
+    groups: Groups,
+) -> Result<rohrpost::ServerBuilder, Box<dyn std::error::Error>> {
     let db = Db::connect(&config.database_url).await?;
-    let server = Server::builder()
+    Ok(Server::builder()
         .handlers(handlers(&config.token))
         .groups(groups)
-        .state(db)
+        .state(db))
+}
+
+/// The demo as a standalone rohrpost server, bound and ready to serve.
+pub async fn server(config: &Config, groups: Groups) -> Result<Server, Box<dyn std::error::Error>> {
+    let server = builder(config, groups)
+        .await?
         .bind(config.addr.as_str())
         .await
         .map_err(|error: ServerError| Box::new(error) as Box<dyn std::error::Error>)?;
     Ok(server)
 }
+
+/// The demo as an axum app: the page at `/`, rohrpost at `/rohrpost/`, on one port.
+pub async fn router(
+    config: &Config,
+    groups: Groups,
+) -> Result<(axum::Router, rohrpost::Endpoint), Box<dyn std::error::Error>> {
+    let endpoint = builder(config, groups).await?.endpoint()?;
+    let page = PAGE.replace("{{TOKEN}}", &config.token);
+    let router = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move { axum::response::Html(page) }),
+        )
+        .route("/rohrpost/", endpoint.route());
+    Ok((router, endpoint))
+}
+
+/// The todo page: plain HTML and JavaScript, no build step.
+pub const PAGE: &str = include_str!("index.html");

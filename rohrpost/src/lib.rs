@@ -79,6 +79,8 @@ pub use handler::{
 pub use message::{EmptyMessage, Message, Request};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use registry::{DuplicateHandler, Handlers};
+#[cfg(feature = "axum")]
+pub use server::Endpoint;
 pub use server::{
     shutdown_signal, RateLimit, Server, ServerBuilder, ServerError, BINARY_FRAME_ERROR,
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDLER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,

@@ -1,6 +1,11 @@
 //! The tokio-tungstenite server: builder, limits, accept loop, shutdown.
 
+#[cfg(feature = "axum")]
+mod axum;
 mod socket;
+
+#[cfg(feature = "axum")]
+pub use self::axum::Endpoint;
 
 use std::future::Future;
 use std::io;
@@ -309,6 +314,28 @@ impl ServerBuilder {
         self,
         addr: impl ToSocketAddrs + std::fmt::Debug,
     ) -> Result<Server, ServerError> {
+        let (shared, metrics, shutdown_timeout) = self.build()?;
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: format!("{addr:?}").trim_matches('"').to_owned(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: format!("{addr:?}"),
+            source,
+        })?;
+        Ok(Server {
+            metrics,
+            listener,
+            local_addr,
+            shared,
+            shutdown_timeout,
+        })
+    }
+
+    /// Checks the settings and the handlers; what every connection of the server shares.
+    fn build(self) -> Result<(Arc<Shared>, Metrics, Duration), ServerError> {
         if !self.path.starts_with('/') {
             return Err(ServerError::InvalidConfig(format!(
                 "the path must start with '/', got {:?}",
@@ -337,51 +364,36 @@ impl ServerBuilder {
         }
         let handlers = self.handlers.unwrap_or_else(Handlers::collect);
         handlers.check()?;
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: format!("{addr:?}").trim_matches('"').to_owned(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: format!("{addr:?}"),
-            source,
-        })?;
         let websocket = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_SIZE)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
         let metrics = Metrics::default();
-        Ok(Server {
+        let shared = Arc::new(Shared {
+            live: Default::default(),
+            shutting_down: Default::default(),
+            dispatcher: Dispatcher::new(
+                handlers,
+                self.state,
+                metrics.clone(),
+                self.handler_timeout,
+            ),
             metrics: metrics.clone(),
-            listener,
-            local_addr,
-            shared: Arc::new(Shared {
-                live: Default::default(),
-                shutting_down: Default::default(),
-                dispatcher: Dispatcher::new(
-                    handlers,
-                    self.state,
-                    metrics.clone(),
-                    self.handler_timeout,
-                ),
-                metrics: metrics.clone(),
-                max_connections: self.max_connections,
-                allowed_origins: self.allowed_origins,
-                authenticate: self.authenticate,
-                rate_limit: self.rate_limit,
-                ping_interval: self.ping_interval,
-                ping_timeout: self.ping_timeout,
-                groups: self.groups.unwrap_or_default(),
-                path: self.path,
-                websocket,
-                outbound_queue: self.outbound_queue,
-                handshake_timeout: self.handshake_timeout,
-                close_timeout: self.close_timeout,
-                write_timeout: self.write_timeout,
-            }),
-            shutdown_timeout: self.shutdown_timeout,
-        })
+            max_connections: self.max_connections,
+            allowed_origins: self.allowed_origins,
+            authenticate: self.authenticate,
+            rate_limit: self.rate_limit,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            groups: self.groups.unwrap_or_default(),
+            path: self.path,
+            websocket,
+            outbound_queue: self.outbound_queue,
+            handshake_timeout: self.handshake_timeout,
+            close_timeout: self.close_timeout,
+            write_timeout: self.write_timeout,
+        });
+        Ok((shared, metrics, self.shutdown_timeout))
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -35,7 +36,10 @@ const WRITE_BATCH: usize = 256;
 /// The longest a closed connection is drained for the client's close reply.
 const LINGER: Duration = Duration::from_secs(2);
 
-type Socket = WebSocketStream<TcpStream>;
+/// The transport under a WebSocket: a TCP stream, or an upgraded HTTP connection (axum).
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
 pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
@@ -50,6 +54,16 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
             return;
         }
     };
+    run(socket, peer, shared, accepted).await;
+}
+
+/// Serves one connection whose handshake was accepted, until it ends.
+pub(crate) async fn run<S: Transport>(
+    socket: WebSocketStream<S>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    accepted: Accept,
+) {
     shared.metrics.add(Counter::ConnectionsTotal);
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let (sink, mut stream) = socket.split();
@@ -91,7 +105,7 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
 }
 
 /// Counts the connection out when its task ends, however it ends.
-struct OpenConnection(Metrics);
+pub(crate) struct OpenConnection(pub(crate) Metrics);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
@@ -99,14 +113,58 @@ impl Drop for OpenConnection {
     }
 }
 
-/// The handshake and its checks, in order: capacity (503), path (404), origin (403), the
-/// authentication hook (401/403).
+/// Why a handshake was refused: the HTTP status, a reason, and the counter to bump.
+pub(crate) struct Refused {
+    pub(crate) status: StatusCode,
+    pub(crate) reason: String,
+    pub(crate) counter: Option<Counter>,
+}
+
+/// The checks on a handshake request, in order: capacity (503), origin (403), the
+/// authentication hook (401/403). The path is checked by whoever routes the request.
+pub(crate) fn check_request(
+    shared: &Shared,
+    uri: &tokio_tungstenite::tungstenite::http::Uri,
+    headers: &tokio_tungstenite::tungstenite::http::HeaderMap,
+    peer: SocketAddr,
+    over_capacity: bool,
+) -> Result<Accept, Refused> {
+    if over_capacity {
+        return Err(Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "too many connections; try again later".into(),
+            counter: Some(Counter::RefusedCapacity),
+        });
+    }
+    let handshake = Handshake { uri, headers, peer };
+    if let (Some(allowed), Some(origin)) = (&shared.allowed_origins, handshake.origin()) {
+        if !allowed.iter().any(|a| a == origin) {
+            return Err(Refused {
+                status: StatusCode::FORBIDDEN,
+                reason: format!("origin {origin} is not allowed"),
+                counter: Some(Counter::RefusedOrigin),
+            });
+        }
+    }
+    match &shared.authenticate {
+        None => Ok(Accept::new()),
+        Some(authenticate) => {
+            (authenticate.0)(&handshake).map_err(|Refusal { status, reason }| Refused {
+                status,
+                reason,
+                counter: Some(Counter::RefusedAuth),
+            })
+        }
+    }
+}
+
+/// The handshake over TCP: the path (404), then [`check_request`].
 async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     over_capacity: bool,
-) -> Result<(Socket, Accept), String> {
+) -> Result<(WebSocketStream<TcpStream>, Accept), String> {
     let mut accepted = None;
     let mut refused = None;
     // The error type is tungstenite's handshake callback's, large or not.
@@ -117,40 +175,30 @@ async fn handshake(
             *refusal.status_mut() = status;
             refusal
         };
-        if over_capacity {
-            refused = Some(Counter::RefusedCapacity);
-            return Err(refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many connections; try again later".into(),
-            ));
-        }
-        if request.uri().path() != shared.path {
+        if request.uri().path() != shared.path && !over_capacity {
             let reason = format!("no rohrpost endpoint at {}", request.uri().path());
             return Err(refusal(StatusCode::NOT_FOUND, reason));
         }
-        let handshake = Handshake {
-            uri: request.uri(),
-            headers: request.headers(),
+        match check_request(
+            shared,
+            request.uri(),
+            request.headers(),
             peer,
-        };
-        if let (Some(allowed), Some(origin)) = (&shared.allowed_origins, handshake.origin()) {
-            if !allowed.iter().any(|a| a == origin) {
-                refused = Some(Counter::RefusedOrigin);
-                let reason = format!("origin {origin} is not allowed");
-                return Err(refusal(StatusCode::FORBIDDEN, reason));
+            over_capacity,
+        ) {
+            Ok(accept) => {
+                accepted = Some(accept);
+                Ok(response)
+            }
+            Err(Refused {
+                status,
+                reason,
+                counter,
+            }) => {
+                refused = counter;
+                Err(refusal(status, reason))
             }
         }
-        match &shared.authenticate {
-            None => accepted = Some(Accept::new()),
-            Some(authenticate) => match (authenticate.0)(&handshake) {
-                Ok(accept) => accepted = Some(accept),
-                Err(Refusal { status, reason }) => {
-                    refused = Some(Counter::RefusedAuth);
-                    return Err(refusal(status, reason));
-                }
-            },
-        }
-        Ok(response)
     };
     let accept =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(shared.websocket));
@@ -177,8 +225,8 @@ enum End {
     Closed,
 }
 
-async fn read_loop(
-    stream: &mut SplitStream<Socket>,
+async fn read_loop<S: Transport>(
+    stream: &mut SplitStream<WebSocketStream<S>>,
     connection: &Connection,
     shared: &Shared,
 ) -> End {
@@ -259,8 +307,8 @@ fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
     End::Closed
 }
 
-async fn write_loop(
-    mut sink: SplitSink<Socket, Frame>,
+async fn write_loop<S: Transport>(
+    mut sink: SplitSink<WebSocketStream<S>, Frame>,
     connection: Connection,
     shared: Arc<Shared>,
 ) {
@@ -420,8 +468,8 @@ enum Batch {
 
 /// Writes `pending` and whatever else is queued already (up to a batch), then flushes once.
 /// Cancel-safe: an item leaves `pending` only when the socket has taken it.
-async fn write_batch(
-    sink: &mut SplitSink<Socket, Frame>,
+async fn write_batch<S: Transport>(
+    sink: &mut SplitSink<WebSocketStream<S>, Frame>,
     queue: &Outbound,
     pending: &mut Option<Item>,
 ) -> Result<Batch, tungstenite::Error> {
@@ -461,7 +509,7 @@ impl Drop for LeaveOnDrop {
 /// Reads and discards what the client still sends after our close frame, until it answers
 /// with its own or the time is up: closing a socket with unread data makes the kernel send a
 /// reset, and the client would then never read the close frame that says why.
-async fn linger(stream: &mut SplitStream<Socket>, time: Duration) {
+async fn linger<S: Transport>(stream: &mut SplitStream<WebSocketStream<S>>, time: Duration) {
     let _ = tokio::time::timeout(time, async {
         while let Some(frame) = stream.next().await {
             if let Err(

@@ -1,0 +1,215 @@
+//! Mounting rohrpost in an axum app (cargo feature `axum`): the same handlers, limits,
+//! groups and hooks as the standalone server, on the app's router, listener and middleware.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use hyper_util::rt::TokioIo;
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use super::socket::{self, Refused};
+use super::{ServerBuilder, ServerError, Shared};
+use crate::metrics::Metrics;
+use crate::Groups;
+
+/// A rohrpost endpoint to mount at any route of an axum `Router`, built with
+/// [`ServerBuilder::endpoint`].
+///
+/// ```no_run
+/// use axum::routing::get;
+/// use axum::Router;
+/// use rohrpost::prelude::*;
+///
+/// #[rohrpost_handler("echo")]
+/// async fn echo(req: Request) -> Option<Value> { req.data }
+///
+/// # async fn start() -> Result<(), Box<dyn std::error::Error>> {
+/// let rohrpost = Server::builder().endpoint()?;
+/// let app = Router::new()
+///     .route("/", get(|| async { "the page" }))
+///     .route("/rohrpost/", rohrpost.route());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// let shutdown = rohrpost.clone();
+/// axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+///     .with_graceful_shutdown(async move {
+///         rohrpost::shutdown_signal().await;
+///         shutdown.shutdown().await; // close 1001, let running handlers finish
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    shutdown_timeout: Duration,
+    connections: Arc<Mutex<JoinSet<()>>>,
+}
+
+impl ServerBuilder {
+    /// Builds an [`Endpoint`] to mount in an axum app instead of binding a listener; the
+    /// route decides the path (the `path` setting is not used).
+    pub fn endpoint(self) -> Result<Endpoint, ServerError> {
+        let (shared, metrics, shutdown_timeout) = self.build()?;
+        Ok(Endpoint {
+            shared,
+            metrics,
+            shutdown_timeout,
+            connections: Arc::default(),
+        })
+    }
+}
+
+impl Endpoint {
+    /// The route to mount: `Router::new().route("/rohrpost/", endpoint.route())`.
+    pub fn route<S: Clone + Send + Sync + 'static>(&self) -> MethodRouter<S> {
+        let endpoint = self.clone();
+        get(move |request: Request| {
+            let endpoint = endpoint.clone();
+            async move { endpoint.upgrade(request) }
+        })
+    }
+
+    /// The endpoint's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// The endpoint's groups: clone it to send to groups from anywhere.
+    pub fn groups(&self) -> &Groups {
+        &self.shared.groups
+    }
+
+    /// Shuts the endpoint's connections down gracefully: each finishes its running handler,
+    /// sends its reply and closes with 1001; connections still busy after the shutdown
+    /// timeout are dropped. New handshakes are still served by axum until it stops.
+    pub async fn shutdown(&self) {
+        self.shared.begin_shutdown();
+        let wait = async {
+            while self.metrics.snapshot().connections_open > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(self.shutdown_timeout, wait)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown timeout passed: dropping the connections still busy");
+            self.lock_connections().abort_all();
+        }
+    }
+
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn upgrade(&self, mut request: Request) -> Response {
+        let Some(key) = websocket_key(&request) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                "a rohrpost endpoint speaks WebSocket: send an upgrade request",
+            )
+                .into_response();
+        };
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0);
+        let open = self.metrics.open_connection();
+        let open_guard = socket::OpenConnection(self.metrics.clone());
+        let over_capacity = open > self.shared.max_connections as u64;
+        let accepted = match socket::check_request(
+            &self.shared,
+            request.uri(),
+            request.headers(),
+            peer,
+            over_capacity,
+        ) {
+            Ok(accepted) => accepted,
+            Err(Refused {
+                status,
+                reason,
+                counter,
+            }) => {
+                if let Some(counter) = counter {
+                    self.metrics.add(counter);
+                }
+                return (status, reason).into_response();
+            }
+        };
+        let upgrade = hyper::upgrade::on(&mut request);
+        let shared = self.shared.clone();
+        let handshake_timeout = shared.handshake_timeout;
+        let mut connections = self.lock_connections();
+        // Reap finished connections, so that the set holds only live ones.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(async move {
+            let _open = open_guard;
+            let upgraded = match tokio::time::timeout(handshake_timeout, upgrade).await {
+                Ok(Ok(upgraded)) => upgraded,
+                _ => return,
+            };
+            let config = Some(shared.websocket);
+            let socket =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
+                    .await;
+            socket::run(socket, peer, shared, accepted).await;
+        });
+        drop(connections);
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a valid upgrade request.
+fn websocket_key(request: &Request) -> Option<String> {
+    let headers = request.headers();
+    let has = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    let upgrade = request.method() == Method::GET
+        && has(header::CONNECTION, "upgrade")
+        && has(header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    if !upgrade {
+        return None;
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)?
+        .to_str()
+        .ok()
+        .map(str::to_owned)
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("metrics", &self.metrics.snapshot())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,74 @@
+// Two pages of the todo demo in headless Chromium: one adds and renames a todo, the other
+// shows it within a second; the server restarts (the Rust test does it when this script
+// prints RESTART and answers RESTARTED on stdin); both pages reconnect and changes flow
+// again. Usage: node two_tabs.mjs URL SCREENSHOT.png
+import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+
+const [url, screenshot] = process.argv.slice(2);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const fail = async (message) => {
+  console.error(message);
+  await browser.close();
+  process.exit(1);
+};
+
+try {
+  const context = await browser.newContext();
+  const [a, b] = [await context.newPage(), await context.newPage()];
+  for (const page of [a, b]) {
+    page.on("pageerror", (error) => console.error("page error:", error.message));
+    await page.goto(url);
+    await page.waitForSelector("#status.connected", { timeout: 5000 });
+  }
+  const within = { timeout: 1000 };
+
+  // A adds; B shows it within a second.
+  await a.fill("#new-title", "milk");
+  await a.click("#add");
+  await b.waitForFunction(
+    () => [...document.querySelectorAll("li input.title")].some((i) => i.value === "milk"),
+    null, within);
+  console.log("B sees the new todo");
+
+  // A renames; B shows it within a second.
+  const row = a.locator("li").filter({ has: a.locator('input.title') }).first();
+  await row.locator("input.title").fill("oat milk");
+  await row.locator("button.rename").click();
+  await b.waitForFunction(
+    () => [...document.querySelectorAll("li input.title")].some((i) => i.value === "oat milk"),
+    null, within);
+  console.log("B sees the rename");
+
+  // The server restarts; both pages notice, reconnect and resubscribe.
+  console.log("RESTART");
+  const answer = await lines.next();
+  if (answer.value !== "RESTARTED") await fail(`unexpected answer ${answer.value}`);
+  for (const page of [a, b]) {
+    await page.waitForSelector("#status.connected", { timeout: 10000 });
+  }
+  console.log("both pages reconnected");
+
+  // Changes flow again, both ways.
+  await b.fill("#new-title", "bread");
+  await b.click("#add");
+  await a.waitForFunction(
+    () => [...document.querySelectorAll("li input.title")].some((i) => i.value === "bread"),
+    null, { timeout: 2000 });
+  console.log("A sees B's todo after the restart");
+
+  await a.screenshot({ path: screenshot, fullPage: true });
+  console.log("DONE");
+  await browser.close();
+  process.exit(0);
+} catch (error) {
+  await fail(`e2e failed: ${error.message}`);
+}
