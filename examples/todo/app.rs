@@ -234,7 +234,10 @@ pub async fn router(
     groups: Groups,
 ) -> Result<(axum::Router, rohrpost::Endpoint), Box<dyn std::error::Error>> {
     let endpoint = builder(config, groups).await?.endpoint()?;
-    let page = PAGE.replace("{{TOKEN}}", &config.token);
+    // The page is public, and so is the token in it: in the demo it only shows how
+    // rohrpost.js passes `auth_jwt`; a real app would hand each user their own.
+    let token = serde_json::to_string(&config.token).unwrap_or_else(|_| "\"\"".into());
+    let page = PAGE.replace("\"{{TOKEN}}\"", &token);
     let router = axum::Router::new()
         .route(
             "/",

@@ -27,10 +27,12 @@
 //!
 //! - Calls are matched to replies by id, any number in flight; each fails with the reply's
 //!   `error`, after the call timeout, or when the connection drops while it waits.
-//! - A `ping` goes out every ping interval; when nothing came back within it, the
-//!   connection counts as dead: the client reconnects with backoff, re-subscribes every
-//!   group, and re-sends subscribe requests that were waiting. Calls made while
-//!   reconnecting wait for the connection (within their timeout).
+//! - A `ping` goes out every ping interval; when nothing came back within an interval of
+//!   it, the connection counts as dead (as rohrpost.js): the client reconnects with backoff
+//!   (100 ms doubling to 5 s by default, where rohrpost.js waits a fixed 3 s),
+//!   re-subscribes every group, and re-sends subscribe requests that were waiting. Calls
+//!   made while reconnecting wait for the connection (within their timeout; up to 10,000).
+//! - `ws://` only: this build has no TLS; put a TLS-terminating proxy in front for `wss://`.
 //! - [`Client::state`] tells whether it is connected, reconnecting or closed.
 
 use std::collections::HashMap;
@@ -104,6 +106,10 @@ pub enum ConnectionState {
     Closed,
 }
 
+/// Durations shorter than this are raised to it: a zero ping interval or backoff would
+/// spin.
+const MIN_DURATION: Duration = Duration::from_millis(10);
+
 /// Settings of a [`Client`]; every one has rohrpost.js's default or a safe one.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `connect` is awaited"]
@@ -126,27 +132,27 @@ impl ClientBuilder {
     /// How often to ping, and how long a silence counts as a dead connection (default 5 s,
     /// as rohrpost.js).
     pub fn ping_interval(mut self, interval: Duration) -> Self {
-        self.ping_interval = interval;
+        self.ping_interval = interval.max(MIN_DURATION);
         self
     }
 
     /// How long a call waits for its reply (default 10 s).
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
-        self.call_timeout = timeout;
+        self.call_timeout = timeout.max(MIN_DURATION);
         self
     }
 
     /// The wait before reconnecting: `min` after a drop, doubling up to `max` while attempts
     /// fail (default 100 ms to 5 s).
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff_min = min;
-        self.backoff_max = max.max(min);
+        self.backoff_min = min.max(MIN_DURATION);
+        self.backoff_max = max.max(self.backoff_min);
         self
     }
 
     /// Connects; fails if the first connection cannot be made. Later drops reconnect.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let socket = open(&self.url).await?;
+        let socket = open(&self.url, self.call_timeout).await?;
         let (commands, requests) = mpsc::unbounded_channel();
         let (report, state) = watch::channel(ConnectionState::Connected);
         let driver = Driver {
@@ -154,8 +160,9 @@ impl ClientBuilder {
             requests,
             report,
             calls: HashMap::new(),
-            subscriptions: HashMap::new(),
+            groups: HashMap::new(),
             pending_subscribes: HashMap::new(),
+            resubscribing: HashMap::new(),
             waiting: Vec::new(),
             incoming: None,
             next_id: 1_000_000_000,
@@ -203,8 +210,8 @@ enum Command {
         reply: oneshot::Sender<Result<String, ClientError>>,
     },
     Unsubscribe {
+        key: u64,
         group: String,
-        object: GroupObject,
     },
     Incoming(mpsc::UnboundedSender<Value>),
     Close,
@@ -287,7 +294,7 @@ impl Client {
         let (reply, replied) = oneshot::channel();
         self.command(Command::Subscribe {
             id,
-            object: object.clone(),
+            object,
             updates,
             reply,
         })?;
@@ -298,8 +305,8 @@ impl Client {
             Err(_) => return Err(ClientError::Timeout(timeout)),
         };
         Ok(Subscription {
+            key: id,
             group,
-            object,
             updates: received,
             client: self.clone(),
             kind: PhantomData,
@@ -369,8 +376,8 @@ pub struct Update<T> {
 
 /// The updates of one subscribed group, in order.
 pub struct Subscription<T> {
+    key: u64,
     group: String,
-    object: GroupObject,
     updates: mpsc::UnboundedReceiver<Value>,
     client: Client,
     kind: PhantomData<fn() -> T>,
@@ -396,11 +403,18 @@ impl<T: DeserializeOwned> Subscription<T> {
         Some(decode_update(data))
     }
 
-    /// Unsubscribes (immediately when offline: the group is just forgotten).
+    /// Unsubscribes (when offline, the group is just forgotten). Dropping the
+    /// subscription does the same.
     pub fn unsubscribe(self) {
+        drop(self);
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
         let _ = self.client.command(Command::Unsubscribe {
+            key: self.key,
             group: self.group.clone(),
-            object: self.object.clone(),
         });
     }
 }
@@ -436,13 +450,15 @@ impl<T> fmt::Debug for Subscription<T> {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(url: &str) -> Result<Socket, ClientError> {
-    match tokio_tungstenite::connect_async(url).await {
-        Ok((socket, _)) => Ok(socket),
-        Err(error) => Err(ClientError::Connect {
-            url: url.to_owned(),
-            reason: error.to_string(),
-        }),
+async fn open(url: &str, timeout: Duration) -> Result<Socket, ClientError> {
+    let failed = |reason: String| ClientError::Connect {
+        url: url.to_owned(),
+        reason,
+    };
+    match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url)).await {
+        Ok(Ok((socket, _))) => Ok(socket),
+        Ok(Err(error)) => Err(failed(error.to_string())),
+        Err(_) => Err(failed(format!("no handshake within {timeout:?}"))),
     }
 }
 
@@ -453,21 +469,34 @@ struct PendingSubscribe {
     reply: oneshot::Sender<Result<String, ClientError>>,
 }
 
+/// A confirmed group and the subscriptions that receive its updates.
+struct Group {
+    object: GroupObject,
+    subscribers: HashMap<u64, mpsc::UnboundedSender<Value>>,
+}
+
 /// The task that owns the socket: sends, matches replies, pings, reconnects.
 struct Driver {
     settings: ClientBuilder,
     requests: mpsc::UnboundedReceiver<Command>,
     report: watch::Sender<ConnectionState>,
     calls: HashMap<u64, oneshot::Sender<Result<Value, ClientError>>>,
-    /// Confirmed subscriptions by group: re-sent after every reconnection.
-    subscriptions: HashMap<String, (GroupObject, mpsc::UnboundedSender<Value>)>,
+    /// Confirmed groups: re-subscribed after every reconnection, and receiving updates
+    /// meanwhile.
+    groups: HashMap<String, Group>,
+    /// Subscribe requests by id (the subscription's key) waiting for their reply.
     pending_subscribes: HashMap<u64, PendingSubscribe>,
-    /// Calls made while offline, sent once connected.
+    /// Re-subscriptions after a reconnection, by request id.
+    resubscribing: HashMap<u64, String>,
+    /// Calls and subscribes made while offline, sent once connected.
     waiting: Vec<Command>,
     incoming: Option<mpsc::UnboundedSender<Value>>,
     /// Ids for the driver's own pings and re-subscriptions, apart from the callers'.
     next_id: u64,
 }
+
+/// The most commands kept while offline; more fail at once with `Disconnected`.
+const MAX_WAITING: usize = 10_000;
 
 /// Why a connection ended.
 enum Ended {
@@ -480,7 +509,8 @@ impl Driver {
         loop {
             match self.serve(&mut socket).await {
                 Ended::Closed => {
-                    let _ = socket.close(None).await;
+                    let _ =
+                        tokio::time::timeout(self.settings.call_timeout, socket.close(None)).await;
                     self.shut_down();
                     return;
                 }
@@ -489,6 +519,7 @@ impl Driver {
                     for (_, call) in self.calls.drain() {
                         let _ = call.send(Err(ClientError::Disconnected));
                     }
+                    self.resubscribing.clear();
                     match self.reconnect().await {
                         Some(fresh) => socket = fresh,
                         None => {
@@ -520,8 +551,20 @@ impl Driver {
                     },
                 }
             }
-            if let Ok(socket) = open(&self.settings.url).await {
-                return Some(socket);
+            let (url, timeout) = (self.settings.url.clone(), self.settings.call_timeout);
+            let opening = async move { open(&url, timeout).await };
+            tokio::pin!(opening);
+            loop {
+                tokio::select! {
+                    opened = &mut opening => match opened {
+                        Ok(socket) => return Some(socket),
+                        Err(_) => break,
+                    },
+                    command = self.requests.recv() => match command {
+                        None | Some(Command::Close) => return None,
+                        Some(command) => self.offline(command),
+                    },
+                }
             }
             backoff = (backoff * 2).min(self.settings.backoff_max);
         }
@@ -530,13 +573,36 @@ impl Driver {
     /// A command while offline: calls and subscribes wait, unsubscribes forget.
     fn offline(&mut self, command: Command) {
         match command {
-            Command::Unsubscribe { group, .. } => {
-                self.subscriptions.remove(&group);
+            Command::Unsubscribe { key, group } => {
+                self.forget(key, &group);
             }
             Command::Incoming(sender) => self.incoming = Some(sender),
-            Command::Send { .. } => {}
+            Command::Send { .. } | Command::Close => {}
+            Command::Call { reply, .. } if self.waiting.len() >= MAX_WAITING => {
+                let _ = reply.send(Err(ClientError::Disconnected));
+            }
+            Command::Subscribe { reply, .. } if self.waiting.len() >= MAX_WAITING => {
+                let _ = reply.send(Err(ClientError::Disconnected));
+            }
             other => self.waiting.push(other),
         }
+    }
+
+    /// Drops subscription `key` wherever it is; returns whether its group has no
+    /// subscription left (and so should be unsubscribed on the server).
+    fn forget(&mut self, key: u64, group: &str) -> bool {
+        self.pending_subscribes.remove(&key);
+        self.waiting
+            .retain(|command| !matches!(command, Command::Subscribe { id, .. } if *id == key));
+        let Some(members) = self.groups.get_mut(group) else {
+            return false;
+        };
+        members.subscribers.remove(&key);
+        if members.subscribers.is_empty() {
+            self.groups.remove(group);
+            return true;
+        }
+        false
     }
 
     fn shut_down(&mut self) {
@@ -557,7 +623,7 @@ impl Driver {
                 _ => {}
             }
         }
-        self.subscriptions.clear();
+        self.groups.clear();
         self.set_state(ConnectionState::Closed);
     }
 
@@ -588,19 +654,30 @@ impl Driver {
         Frame::Text(Value::Object(message).to_string().into())
     }
 
+    /// Sends one frame, bounded by the call timeout (a server that stops reading).
+    async fn write(&self, socket: &mut Socket, frame: Frame) -> Result<(), ()> {
+        match tokio::time::timeout(self.settings.call_timeout, socket.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
     async fn serve(&mut self, socket: &mut Socket) -> Ended {
         self.set_state(ConnectionState::Connected);
-        // Re-subscribe what was confirmed, and re-send what was waiting for a reply.
-        let confirmed: Vec<_> = self.subscriptions.drain().collect();
-        for (_, (object, updates)) in confirmed {
-            let (reply, _) = oneshot::channel();
+        // Re-subscribe the confirmed groups (their updates keep flowing meanwhile), and
+        // re-send the subscribes that were waiting for a reply.
+        let groups: Vec<(String, GroupObject)> = self
+            .groups
+            .iter()
+            .map(|(name, group)| (name.clone(), group.object.clone()))
+            .collect();
+        for (name, object) in groups {
             let id = self.own_id();
-            self.waiting.push(Command::Subscribe {
-                id,
-                object,
-                updates,
-                reply,
-            });
+            self.resubscribing.insert(id, name);
+            let frame = self.frame(id, "subscribe", serde_json::to_value(&object).ok());
+            if self.write(socket, frame).await.is_err() {
+                return Ended::Dropped;
+            }
         }
         let pending: Vec<_> = self.pending_subscribes.drain().collect();
         for (id, pending) in pending {
@@ -611,13 +688,20 @@ impl Driver {
                 reply: pending.reply,
             });
         }
-        for command in std::mem::take(&mut self.waiting) {
+        let mut queue = std::mem::take(&mut self.waiting).into_iter();
+        while let Some(command) = queue.next() {
+            if command_abandoned(&command) {
+                continue;
+            }
             if self.online(socket, command).await.is_err() {
+                // What was not sent yet waits for the next connection.
+                self.waiting.extend(queue);
                 return Ended::Dropped;
             }
         }
         let interval = self.settings.ping_interval;
         let mut last_heard = Instant::now();
+        let mut last_ping: Option<Instant> = None;
         let ping_timer = tokio::time::sleep(interval);
         tokio::pin!(ping_timer);
         loop {
@@ -639,14 +723,15 @@ impl Driver {
                     Some(Err(_)) | None => return Ended::Dropped,
                 },
                 _ = &mut ping_timer => {
-                    // Nothing came back within a whole interval after the last ping.
-                    if last_heard.elapsed() > interval * 2 {
+                    // As rohrpost.js: nothing came back within an interval of the last ping.
+                    if last_ping.is_some_and(|sent| last_heard < sent) {
                         return Ended::Dropped;
                     }
-                    // Calls whose caller gave up (timed out) wait for nothing.
-                    self.calls.retain(|_, call| !call.is_closed());
+                    self.sweep();
                     let id = self.own_id();
-                    if socket.send(self.frame(id, "ping", None)).await.is_err() {
+                    let ping = self.frame(id, "ping", None);
+                    last_ping = Some(Instant::now());
+                    if self.write(socket, ping).await.is_err() {
                         return Ended::Dropped;
                     }
                     ping_timer.as_mut().reset(Instant::now() + interval);
@@ -655,11 +740,14 @@ impl Driver {
         }
     }
 
-    async fn online(
-        &mut self,
-        socket: &mut Socket,
-        command: Command,
-    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    /// Forgets what nobody waits for any more: calls and subscribes whose caller gave up.
+    fn sweep(&mut self) {
+        self.calls.retain(|_, call| !call.is_closed());
+        self.pending_subscribes
+            .retain(|_, pending| !pending.reply.is_closed() || !pending.updates.is_closed());
+    }
+
+    async fn online(&mut self, socket: &mut Socket, command: Command) -> Result<(), ()> {
         match command {
             Command::Call {
                 id,
@@ -669,11 +757,12 @@ impl Driver {
             } => {
                 let frame = self.frame(id, &message_type, data);
                 self.calls.insert(id, reply);
-                socket.send(frame).await?;
+                self.write(socket, frame).await?;
             }
             Command::Send { message_type, data } => {
                 let id = self.own_id();
-                socket.send(self.frame(id, &message_type, data)).await?;
+                let frame = self.frame(id, &message_type, data);
+                self.write(socket, frame).await?;
             }
             Command::Subscribe {
                 id,
@@ -691,13 +780,15 @@ impl Driver {
                         reply,
                     },
                 );
-                socket.send(frame).await?;
+                self.write(socket, frame).await?;
             }
-            Command::Unsubscribe { group, object } => {
-                if self.subscriptions.remove(&group).is_some() {
+            Command::Unsubscribe { key, group } => {
+                let object = self.groups.get(&group).map(|g| g.object.clone());
+                if self.forget(key, &group) {
                     let id = self.own_id();
-                    let data = serde_json::to_value(&object).ok();
-                    socket.send(self.frame(id, "unsubscribe", data)).await?;
+                    let data = object.and_then(|o| serde_json::to_value(o).ok());
+                    let frame = self.frame(id, "unsubscribe", data);
+                    self.write(socket, frame).await?;
                 }
             }
             Command::Incoming(sender) => self.incoming = Some(sender),
@@ -706,7 +797,7 @@ impl Driver {
         Ok(())
     }
 
-    /// Routes one message: a call's reply, a subscribe's reply, a group update, or other.
+    /// Routes one message: a group update, a call's reply, a subscribe's reply, or other.
     fn receive(&mut self, text: &str) {
         let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(text) else {
             tracing::warn!(
@@ -716,16 +807,10 @@ impl Driver {
             return;
         };
         let id = message.get("id").and_then(Value::as_u64);
-        let is_update = message.get("type").and_then(Value::as_str) == Some("subscription-update");
-        if is_update {
+        let message_type = message.get("type").and_then(Value::as_str);
+        if message_type == Some("subscription-update") {
             let data = message.remove("data").unwrap_or(Value::Null);
-            let group = data
-                .get("group")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if let Some((_, updates)) = self.subscriptions.get(group) {
-                let _ = updates.send(data);
-            }
+            self.deliver(data);
             return;
         }
         if let Some(call) = id.and_then(|id| self.calls.remove(&id)) {
@@ -733,36 +818,83 @@ impl Driver {
             return;
         }
         if let Some(pending) = id.and_then(|id| self.pending_subscribes.remove(&id)) {
-            match outcome(&mut message) {
-                Ok(data) => {
-                    let group = data
-                        .get("group")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| pending.object.group_name());
-                    self.subscriptions
-                        .insert(group.clone(), (pending.object, pending.updates));
-                    let _ = pending.reply.send(Ok(group));
-                }
-                Err(error) => {
-                    let _ = pending.reply.send(Err(error));
-                }
+            self.confirm(id.unwrap_or_default(), pending, outcome(&mut message));
+            return;
+        }
+        if let Some(group) = id.and_then(|id| self.resubscribing.remove(&id)) {
+            if let Err(error) = outcome(&mut message) {
+                tracing::warn!(%group, %error, "re-subscribing after a reconnection was refused; the group's subscriptions end");
+                self.groups.remove(&group);
             }
             return;
         }
+        if matches!(message_type, Some("pong" | "unsubscribe")) {
+            return;
+        }
         let message = Value::Object(message);
-        if message.get("type").and_then(Value::as_str) == Some("pong") {
-            return;
-        }
-        if message.get("type").and_then(Value::as_str) == Some("unsubscribe") {
-            return;
-        }
         match &self.incoming {
             Some(incoming) => {
                 let _ = incoming.send(message);
             }
             None => tracing::debug!(%message, "unrouted message from the server"),
         }
+    }
+
+    /// Sends an update to the group's subscriptions, and to subscribes of that group still
+    /// waiting for their reply (the server joins before it replies).
+    fn deliver(&self, data: Value) {
+        let group = data
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Some(members) = self.groups.get(group) {
+            for updates in members.subscribers.values() {
+                let _ = updates.send(data.clone());
+            }
+        }
+        for pending in self.pending_subscribes.values() {
+            if pending.object.group_name() == group {
+                let _ = pending.updates.send(data.clone());
+            }
+        }
+    }
+
+    fn confirm(
+        &mut self,
+        key: u64,
+        pending: PendingSubscribe,
+        outcome: Result<Value, ClientError>,
+    ) {
+        match outcome {
+            Ok(data) => {
+                let group = data
+                    .get("group")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| pending.object.group_name());
+                self.groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group {
+                        object: pending.object,
+                        subscribers: HashMap::new(),
+                    })
+                    .subscribers
+                    .insert(key, pending.updates);
+                let _ = pending.reply.send(Ok(group));
+            }
+            Err(error) => {
+                let _ = pending.reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// Whether the caller of a waiting command already gave up (its call timed out).
+fn command_abandoned(command: &Command) -> bool {
+    match command {
+        Command::Call { reply, .. } => reply.is_closed(),
+        Command::Subscribe { reply, updates, .. } => reply.is_closed() && updates.is_closed(),
+        _ => false,
     }
 }
 

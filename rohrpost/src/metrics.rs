@@ -37,7 +37,8 @@ struct Counters {
 /// The counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
-    /// Connections open now (handshake completed, not yet closed).
+    /// Connections open now, counted from the TCP accept (or the upgrade request, in axum)
+    /// until the connection's task ends; handshakes in progress included.
     pub connections_open: u64,
     /// Connections accepted since start.
     pub connections_total: u64,

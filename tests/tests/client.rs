@@ -441,3 +441,44 @@ async fn unsubscribe_while_offline_forgets_the_group() {
     assert_eq!(groups.member_count("todo-2"), 1, "re-subscribed");
     assert_eq!(groups.member_count("todo-1"), 0, "forgotten while offline");
 }
+
+#[tokio::test]
+async fn two_subscriptions_to_one_group_each_get_updates_and_leave_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let groups = Groups::memory();
+    let server = todo_server_with("127.0.0.1:0", &sqlite(&dir), groups.clone()).await;
+    let watcher = client(&server.url).await;
+    let editor = client(&server.url).await;
+    let mut first = watcher
+        .subscribe::<app::Todo>(group_object("todo", 1))
+        .await
+        .unwrap();
+    let mut second = watcher
+        .subscribe::<app::Todo>(group_object("todo", 1))
+        .await
+        .unwrap();
+    editor
+        .call("todo.create", json!({"title": "milk"}))
+        .await
+        .unwrap();
+    for subscription in [&mut first, &mut second] {
+        let update = subscription.next().await.unwrap().unwrap();
+        assert_eq!(update.object.title, "milk");
+    }
+    // Dropping one keeps the other, and the connection stays in the group.
+    drop(first);
+    watcher.call("ping", ()).await.unwrap();
+    assert_eq!(groups.member_count("todo-1"), 1);
+    editor
+        .call("todo.update", json!({"id": 1, "title": "oat milk"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.next().await.unwrap().unwrap().object.title,
+        "oat milk"
+    );
+    // Dropping the last one unsubscribes on the server.
+    drop(second);
+    watcher.call("ping", ()).await.unwrap();
+    assert_eq!(groups.member_count("todo-1"), 0);
+}

@@ -56,8 +56,17 @@ pub struct Endpoint {
 }
 
 impl ServerBuilder {
-    /// Builds an [`Endpoint`] to mount in an axum app instead of binding a listener; the
-    /// route decides the path (the `path` setting is not used).
+    /// Builds an [`Endpoint`] to mount in an axum app instead of binding a listener. The
+    /// route decides the path (the `path` setting is not used), and axum reads the HTTP
+    /// request (`handshake_timeout` bounds only the upgrade after it). Without axum's
+    /// `ConnectInfo` (`into_make_service_with_connect_info::<SocketAddr>()`), peers show as
+    /// `0.0.0.0:0`.
+    ///
+    /// ```
+    /// let endpoint = rohrpost::Server::builder().endpoint()?;
+    /// let app: axum::Router = axum::Router::new().route("/rohrpost/", endpoint.route());
+    /// # Ok::<(), rohrpost::ServerError>(())
+    /// ```
     pub fn endpoint(self) -> Result<Endpoint, ServerError> {
         let (shared, metrics, shutdown_timeout) = self.build()?;
         Ok(Endpoint {
@@ -91,7 +100,7 @@ impl Endpoint {
 
     /// Shuts the endpoint's connections down gracefully: each finishes its running handler,
     /// sends its reply and closes with 1001; connections still busy after the shutdown
-    /// timeout are dropped. New handshakes are still served by axum until it stops.
+    /// timeout are dropped. Upgrades that arrive meanwhile get HTTP 503.
     pub async fn shutdown(&self) {
         self.shared.begin_shutdown();
         let wait = async {
@@ -122,6 +131,13 @@ impl Endpoint {
             )
                 .into_response();
         };
+        if self
+            .shared
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        }
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
