@@ -38,7 +38,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a closing connection gets to flush its last messages and close frame.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default most connections open at once; more are refused with HTTP 503.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
 /// Default longest a handler may run; then it is dropped and the client gets
 /// `"Handler timed out."`.
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -87,7 +87,7 @@ pub enum ServerError {
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | connection dropped |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s | handlers still running then are dropped |
 /// | [`close_timeout`](Self::close_timeout) | 5 s | socket dropped without a close handshake |
-/// | [`max_connections`](Self::max_connections) | 10,000 | HTTP 503 at the handshake |
+/// | [`max_connections`](Self::max_connections) | 100,000 | HTTP 503 at the handshake |
 /// | [`allowed_origins`](Self::allowed_origins) | any | HTTP 403 at the handshake |
 /// | [`authenticate`](Self::authenticate) | none | HTTP 401/403 at the handshake |
 /// | [`handler_timeout`](Self::handler_timeout) | 30 s | error reply `"Handler timed out."` |
@@ -239,7 +239,7 @@ impl ServerBuilder {
         self
     }
 
-    /// The most connections open at once (default 10,000); a handshake past it gets HTTP 503
+    /// The most connections open at once (default 100,000); a handshake past it gets HTTP 503
     /// and is counted in [`MetricsSnapshot::refused_capacity`](crate::MetricsSnapshot). The
     /// process also needs an open-file limit (`ulimit -n`) above it.
     pub fn max_connections(mut self, connections: usize) -> Self {
