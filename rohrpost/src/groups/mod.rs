@@ -60,6 +60,48 @@ pub struct GroupStats {
 ///
 /// `send` must not wait for slow recipients: queue the frame for each member with
 /// [`Connection::try_send_text`] and move on.
+///
+/// A layer that counts what goes through the in-process one:
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// use futures_util::future::BoxFuture;
+/// use rohrpost::{Connection, GroupError, GroupLayer, GroupStats, Groups, MemoryGroups, Utf8Bytes};
+///
+/// #[derive(Default)]
+/// struct Counted {
+///     inner: MemoryGroups,
+///     sent: AtomicUsize,
+/// }
+///
+/// impl GroupLayer for Counted {
+///     fn join<'a>(&'a self, group: &'a str, connection: &'a Connection) -> BoxFuture<'a, Result<(), GroupError>> {
+///         self.inner.join(group, connection)
+///     }
+///     fn leave(&self, group: &str, connection: &Connection) -> bool {
+///         self.inner.leave(group, connection)
+///     }
+///     fn leave_all(&self, connection: &Connection) {
+///         self.inner.leave_all(connection)
+///     }
+///     fn send<'a>(&'a self, group: &'a str, frame: Utf8Bytes) -> BoxFuture<'a, Result<usize, GroupError>> {
+///         self.sent.fetch_add(1, Ordering::Relaxed);
+///         self.inner.send(group, frame)
+///     }
+///     fn groups_of(&self, connection: &Connection) -> Vec<String> {
+///         self.inner.groups_of(connection)
+///     }
+///     fn member_count(&self, group: &str) -> usize {
+///         self.inner.member_count(group)
+///     }
+///     fn stats(&self) -> GroupStats {
+///         self.inner.stats()
+///     }
+/// }
+///
+/// let groups = Groups::new(Counted::default());
+/// ```
 pub trait GroupLayer: Send + Sync + 'static {
     /// Adds `connection` to `group` (joining twice is one membership).
     fn join<'a>(
