@@ -299,9 +299,10 @@ impl ServerBuilder {
         self
     }
 
-    /// Server-side liveness: after `interval` without a frame from the client the server
-    /// sends a WebSocket ping, and a client that sends nothing for `timeout` after it is
-    /// dropped (and leaves its groups). Defaults: 20 s and 20 s.
+    /// Server-side liveness: after `interval` (to twice that: silence is checked once per
+    /// interval, not per message) without a frame from the client the server sends a
+    /// WebSocket ping, and a client that sends nothing for `timeout` after it is dropped
+    /// (and leaves its groups). Defaults: 20 s and 20 s.
     pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
         self.ping_interval = interval;
         self.ping_timeout = timeout;

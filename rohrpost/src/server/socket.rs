@@ -378,13 +378,15 @@ async fn write_loop<S: Transport>(
 /// The error reply to a message over the rate limit.
 pub(crate) const RATE_LIMITED: &str = "Rate limit exceeded.";
 
-/// Server-side liveness: when to ping, and when a pinged client counts as gone. The time a
-/// frame was last heard is noted per frame (a clock read); the timer itself is only reset
-/// when it fires.
+/// Server-side liveness: when to ping, and when a pinged client counts as gone. A frame only
+/// sets a flag (no clock read, no timer reset per message); the timer reads the clock when
+/// it fires, so a silence is measured from the check that last saw the client active, up to
+/// one interval late.
 struct Liveness {
     interval: Duration,
     timeout: Duration,
     heard: Instant,
+    active: bool,
     pinged: Option<Instant>,
 }
 
@@ -400,13 +402,13 @@ impl Liveness {
             interval,
             timeout,
             heard: Instant::now(),
+            active: false,
             pinged: None,
         }
     }
 
     fn heard(&mut self) {
-        self.heard = Instant::now();
-        self.pinged = None;
+        self.active = true;
     }
 
     fn next_check(&self) -> Instant {
@@ -418,6 +420,10 @@ impl Liveness {
 
     fn check(&mut self) -> Check {
         let now = Instant::now();
+        if std::mem::take(&mut self.active) {
+            self.heard = now;
+            self.pinged = None;
+        }
         match self.pinged {
             Some(pinged) if now >= pinged + self.timeout => Check::Dead,
             Some(_) => Check::Wait,
