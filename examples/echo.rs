@@ -15,13 +15,12 @@ async fn echo(req: Request) -> Option<Value> {
     req.data
 }
 
+#[path = "common/logging.rs"]
+mod logging;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logging::init();
     let addr = std::env::var("ROHRPOST_ADDR").unwrap_or_else(|_| "127.0.0.1:8000".into());
     let server = Server::bind(addr.as_str()).await?;
     println!("rohrpost echo server listening on {}", server.url());

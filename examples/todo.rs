@@ -18,13 +18,12 @@ mod app;
 
 use clap::Parser;
 
+#[path = "common/logging.rs"]
+mod logging;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    logging::init();
     let config = app::Config::parse();
     let groups = config.groups().await?;
     let (router, endpoint) = app::router(&config, groups).await?;

@@ -206,6 +206,33 @@ impl Client {
         }
     }
 
+    /// Reads the next message and checks that it is the `subscription-update` push of
+    /// `change` to `group` with `object`, whatever its generated integer id.
+    pub async fn expect_push(&mut self, change: &str, group: &str, object: Value) {
+        let push = self.recv_json().await;
+        assert!(push["id"].is_u64(), "a generated integer id: {push}");
+        assert_eq!(
+            push,
+            serde_json::json!({
+                "id": push["id"],
+                "type": "subscription-update",
+                "data": {"type": change, "group": group, "object": object}
+            })
+        );
+    }
+
+    /// Reads past text frames to the close frame, which must be 1008 for a client that
+    /// does not read (`outbound queue full: the client is not reading`).
+    pub async fn expect_slow_client_close(&mut self) {
+        assert_eq!(
+            self.expect_close().await,
+            Some((
+                1008,
+                "outbound queue full: the client is not reading".into()
+            ))
+        );
+    }
+
     /// Sends `request` and returns the reply.
     pub async fn call(&mut self, request: Value) -> Value {
         self.send_json(request).await;

@@ -7,7 +7,7 @@ use rohrpost::prelude::*;
 use rohrpost::subscribe::{GroupObject, Subscriptions};
 use rohrpost::{GroupError, GroupStats, Groups};
 use serde_json::json;
-use tests::{Client, Event, TestServer};
+use tests::{Client, TestServer};
 
 #[rohrpost_handler("join")]
 async fn join(conn: Connection, Data(group): Data<String>) -> Result<Vec<String>, Error> {
@@ -199,19 +199,7 @@ async fn a_member_that_does_not_read_never_delays_the_others() {
         still_connected.push(reader);
     }
     // The stalled member was disconnected and left the group.
-    let close = loop {
-        match stalled.next_event().await {
-            Event::Text(_) => continue,
-            other => break other,
-        }
-    };
-    assert_eq!(
-        close,
-        Event::Closed(Some((
-            1008,
-            "outbound queue full: the client is not reading".into()
-        )))
-    );
+    stalled.expect_slow_client_close().await;
     drop(stalled);
     for _ in 0..500 {
         if groups.member_count("stream") == 20 {

@@ -60,16 +60,7 @@ fn subscribe(id: i64) -> Value {
 }
 
 async fn expect_push(client: &mut Client, change: &str, object: Value) {
-    let push = client.recv_json().await;
-    assert!(push["id"].is_u64(), "a generated integer id: {push}");
-    assert_eq!(
-        push,
-        json!({
-            "id": push["id"],
-            "type": "subscription-update",
-            "data": {"type": change, "group": "todo-1", "object": object}
-        })
-    );
+    client.expect_push(change, "todo-1", object).await;
 }
 
 async fn wait_for_subscribers(redis: &RedisServer, expected: i64) {

@@ -81,16 +81,7 @@ fn subscribe(id: i64, todo: i64, token: &str) -> Value {
 
 /// Reads the next push and checks everything but its generated id.
 async fn expect_push(client: &mut Client, change: &str, group: &str, object: Value) {
-    let push = client.recv_json().await;
-    assert!(push["id"].is_u64(), "a generated integer id: {push}");
-    assert_eq!(
-        push,
-        json!({
-            "id": push["id"],
-            "type": "subscription-update",
-            "data": {"type": change, "group": group, "object": object}
-        })
-    );
+    client.expect_push(change, group, object).await;
 }
 
 async fn create_update_delete_reach_subscribers_with_the_exact_push(demo: Demo) {
