@@ -21,17 +21,8 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct Counters {
     connections_open: AtomicU64,
-    connections_total: AtomicU64,
-    refused_capacity: AtomicU64,
-    refused_origin: AtomicU64,
-    refused_auth: AtomicU64,
-    messages: AtomicU64,
-    rate_limited: AtomicU64,
-    handler_errors: AtomicU64,
-    handler_panics: AtomicU64,
-    handler_timeouts: AtomicU64,
-    slow_clients: AtomicU64,
-    ping_timeouts: AtomicU64,
+    /// One per [`Counter`], indexed by it.
+    counts: [AtomicU64; Counter::ALL.len()],
 }
 
 /// The counters at one moment.
@@ -79,43 +70,44 @@ pub(crate) enum Counter {
     PingTimeouts,
 }
 
+impl Counter {
+    const ALL: [Counter; 11] = [
+        Counter::ConnectionsTotal,
+        Counter::RefusedCapacity,
+        Counter::RefusedOrigin,
+        Counter::RefusedAuth,
+        Counter::Messages,
+        Counter::RateLimited,
+        Counter::HandlerErrors,
+        Counter::HandlerPanics,
+        Counter::HandlerTimeouts,
+        Counter::SlowClients,
+        Counter::PingTimeouts,
+    ];
+}
+
 impl Metrics {
     /// The counters now.
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let c = &self.inner;
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let read = |counter: Counter| self.inner.counts[counter as usize].load(Ordering::Relaxed);
         MetricsSnapshot {
-            connections_open: read(&c.connections_open),
-            connections_total: read(&c.connections_total),
-            refused_capacity: read(&c.refused_capacity),
-            refused_origin: read(&c.refused_origin),
-            refused_auth: read(&c.refused_auth),
-            messages: read(&c.messages),
-            rate_limited: read(&c.rate_limited),
-            handler_errors: read(&c.handler_errors),
-            handler_panics: read(&c.handler_panics),
-            handler_timeouts: read(&c.handler_timeouts),
-            slow_clients: read(&c.slow_clients),
-            ping_timeouts: read(&c.ping_timeouts),
+            connections_open: self.inner.connections_open.load(Ordering::Relaxed),
+            connections_total: read(Counter::ConnectionsTotal),
+            refused_capacity: read(Counter::RefusedCapacity),
+            refused_origin: read(Counter::RefusedOrigin),
+            refused_auth: read(Counter::RefusedAuth),
+            messages: read(Counter::Messages),
+            rate_limited: read(Counter::RateLimited),
+            handler_errors: read(Counter::HandlerErrors),
+            handler_panics: read(Counter::HandlerPanics),
+            handler_timeouts: read(Counter::HandlerTimeouts),
+            slow_clients: read(Counter::SlowClients),
+            ping_timeouts: read(Counter::PingTimeouts),
         }
     }
 
     pub(crate) fn add(&self, counter: Counter) {
-        let c = &self.inner;
-        let target = match counter {
-            Counter::ConnectionsTotal => &c.connections_total,
-            Counter::RefusedCapacity => &c.refused_capacity,
-            Counter::RefusedOrigin => &c.refused_origin,
-            Counter::RefusedAuth => &c.refused_auth,
-            Counter::Messages => &c.messages,
-            Counter::RateLimited => &c.rate_limited,
-            Counter::HandlerErrors => &c.handler_errors,
-            Counter::HandlerPanics => &c.handler_panics,
-            Counter::HandlerTimeouts => &c.handler_timeouts,
-            Counter::SlowClients => &c.slow_clients,
-            Counter::PingTimeouts => &c.ping_timeouts,
-        };
-        target.fetch_add(1, Ordering::Relaxed);
+        self.inner.counts[counter as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a connection in; returns how many are open now, this one included.
@@ -125,5 +117,36 @@ impl Metrics {
 
     pub(crate) fn close_connection(&self) {
         self.inner.connections_open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_its_own_slot() {
+        let metrics = Metrics::default();
+        for (n, counter) in Counter::ALL.into_iter().enumerate() {
+            assert_eq!(counter as usize, n);
+            for _ in 0..=n {
+                metrics.add(counter);
+            }
+        }
+        let s = metrics.snapshot();
+        let seen = [
+            s.connections_total,
+            s.refused_capacity,
+            s.refused_origin,
+            s.refused_auth,
+            s.messages,
+            s.rate_limited,
+            s.handler_errors,
+            s.handler_panics,
+            s.handler_timeouts,
+            s.slow_clients,
+            s.ping_timeouts,
+        ];
+        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     }
 }
