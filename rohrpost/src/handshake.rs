@@ -1,60 +1,69 @@
 //! The WebSocket handshake as hooks see it: the origin allow-list and the authentication
 //! hook, which accepts a connection with per-connection state or refuses it with 401/403.
+//! The hook is async, so it can look a session up in a database or a cache before the
+//! connection opens.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode, Uri};
 
 use crate::state::TypeMap;
 
-/// The client's handshake request, as the authentication hook sees it.
+/// The client's handshake request, as the authentication hook sees it. The hook gets it by
+/// value, so its future can keep it across `.await`s.
 ///
 /// ```
 /// use rohrpost::handshake::{Accept, Handshake, Refusal};
 ///
 /// struct User(String);
 ///
-/// fn authenticate(handshake: &Handshake<'_>) -> Result<Accept, Refusal> {
+/// async fn authenticate(handshake: Handshake) -> Result<Accept, Refusal> {
 ///     let token = handshake
 ///         .cookie("session")
 ///         .or_else(|| handshake.query("token"))
 ///         .ok_or_else(|| Refusal::unauthorized("log in first"))?;
+///     // A real app would look the session up here, with `.await`.
 ///     if token != "s3cret" {
 ///         return Err(Refusal::forbidden("unknown session"));
 ///     }
 ///     Ok(Accept::new().with(User("ada".into())))
 /// }
+///
+/// let builder = rohrpost::Server::builder().authenticate(authenticate);
 /// ```
-pub struct Handshake<'a> {
-    pub(crate) uri: &'a Uri,
-    pub(crate) headers: &'a HeaderMap,
+pub struct Handshake {
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
     pub(crate) peer: SocketAddr,
 }
 
-impl<'a> Handshake<'a> {
+impl Handshake {
     /// The request's URI (path and query).
-    pub fn uri(&self) -> &'a Uri {
-        self.uri
+    pub fn uri(&self) -> &Uri {
+        &self.uri
     }
 
     /// Every header of the request.
-    pub fn headers(&self) -> &'a HeaderMap {
-        self.headers
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     /// One header's value, if present and text.
-    pub fn header(&self, name: &str) -> Option<&'a str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name)?.to_str().ok()
     }
 
     /// The `Origin` header (browsers always send it).
-    pub fn origin(&self) -> Option<&'a str> {
+    pub fn origin(&self) -> Option<&str> {
         self.header("origin")
     }
 
     /// A query parameter's value, as written (not percent-decoded).
-    pub fn query(&self, name: &str) -> Option<&'a str> {
+    pub fn query(&self, name: &str) -> Option<&str> {
         self.uri.query()?.split('&').find_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             (key == name).then_some(value)
@@ -62,7 +71,7 @@ impl<'a> Handshake<'a> {
     }
 
     /// A cookie's value, from the `Cookie` headers.
-    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+    pub fn cookie(&self, name: &str) -> Option<&str> {
         self.headers
             .get_all("cookie")
             .iter()
@@ -80,7 +89,7 @@ impl<'a> Handshake<'a> {
     }
 }
 
-impl fmt::Debug for Handshake<'_> {
+impl fmt::Debug for Handshake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handshake")
             .field("uri", &self.uri)
@@ -133,19 +142,42 @@ impl Refusal {
         }
     }
 
+    /// 503 Service Unavailable: the credentials cannot be checked now (the session store is
+    /// down, say); the client may try again later.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: reason.into(),
+        }
+    }
+
     /// The HTTP status code.
     pub fn status(&self) -> u16 {
         self.status.as_u16()
     }
 }
 
-/// The authentication hook: sees every handshake on the endpoint's path that passed the
-/// origin check.
-pub(crate) type Authenticate = dyn Fn(&Handshake<'_>) -> Result<Accept, Refusal> + Send + Sync;
+/// What the authentication hook returns, boxed so that the server can store any hook.
+pub(crate) type Verdict = Pin<Box<dyn Future<Output = Result<Accept, Refusal>> + Send>>;
 
-/// The hook as the server stores it.
+/// The hook as the server stores it: sees every handshake on the endpoint's path that
+/// passed the origin check.
 #[derive(Clone)]
-pub(crate) struct AuthHook(pub(crate) std::sync::Arc<Authenticate>);
+pub(crate) struct AuthHook(Arc<dyn Fn(Handshake) -> Verdict + Send + Sync>);
+
+impl AuthHook {
+    pub(crate) fn new<F, Fut>(hook: F) -> Self
+    where
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Accept, Refusal>> + Send + 'static,
+    {
+        Self(Arc::new(move |handshake| Box::pin(hook(handshake))))
+    }
+
+    pub(crate) fn call(&self, handshake: Handshake) -> Verdict {
+        (self.0)(handshake)
+    }
+}
 
 impl fmt::Debug for AuthHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

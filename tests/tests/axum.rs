@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::Router;
+use rohrpost::handshake::{Accept, Refusal};
 use rohrpost::prelude::*;
 use rohrpost::{Endpoint, Groups};
 use serde_json::json;
@@ -89,6 +90,49 @@ async fn the_mounted_endpoint_serves_the_same_protocol_beside_the_apps_routes() 
         Some((1009, "message too big".into()))
     );
     assert_eq!(metrics.snapshot().refused_origin, 1);
+}
+
+struct User(String);
+
+#[rohrpost_handler("whoami")]
+async fn whoami(conn: Connection) -> Option<String> {
+    conn.get::<User>().map(|user| user.0.clone())
+}
+
+#[tokio::test]
+async fn the_async_authentication_hook_runs_on_the_mounted_endpoint() {
+    let endpoint = Server::builder()
+        .handshake_timeout(std::time::Duration::from_millis(300))
+        .authenticate(|handshake| async move {
+            // Stands in for a session lookup.
+            tokio::task::yield_now().await;
+            match handshake.query("token") {
+                Some("ada-token") => Ok(Accept::new().with(User("ada".into()))),
+                Some("hang") => std::future::pending().await,
+                Some(_) => Err(Refusal::forbidden("unknown session")),
+                None => Err(Refusal::unauthorized("log in first")),
+            }
+        })
+        .endpoint()
+        .unwrap();
+    let metrics = endpoint.metrics();
+    let addr = app(endpoint).await;
+    let url = format!("ws://{addr}/ws");
+    let mut ada = Client::connect(&format!("{url}?token=ada-token")).await;
+    assert_eq!(
+        ada.call(json!({"id": 1, "type": "whoami"})).await["data"],
+        "ada"
+    );
+    let refused = |query: &'static str| {
+        let url = format!("{url}{query}");
+        async move { Client::connect_with_headers(&url, &[]).await.err() }
+    };
+    assert_eq!(refused("").await, Some(401));
+    assert_eq!(refused("?token=mallory").await, Some(403));
+    assert_eq!(refused("?token=hang").await, Some(503));
+    assert_eq!(metrics.snapshot().refused_auth, 2);
+    // The hung handshake holds no connection slot.
+    assert_eq!(metrics.snapshot().connections_open, 1);
 }
 
 #[tokio::test]

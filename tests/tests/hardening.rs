@@ -1,10 +1,9 @@
-//! Hostile and broken clients over real sockets: handshake checks, odd messages, floods,
+//! Hostile and broken clients over real sockets: odd messages, floods,
 //! stuck handlers, slow consumers, silent peers, shutdown under load, and churn.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rohrpost::handshake::{Accept, Refusal};
 use rohrpost::prelude::*;
 use rohrpost::{GroupStats, Groups, MetricsSnapshot};
 use serde_json::json;
@@ -13,13 +12,6 @@ use tests::{Client, Event, TestServer};
 #[rohrpost_handler("echo")]
 async fn echo(req: Request) -> Option<Value> {
     req.data
-}
-
-struct User(String);
-
-#[rohrpost_handler("whoami")]
-async fn whoami(conn: Connection) -> Option<String> {
-    conn.get::<User>().map(|user| user.0.clone())
 }
 
 static STUCK_DROPPED: AtomicBool = AtomicBool::new(false);
@@ -41,94 +33,6 @@ async fn stuck() {
 #[rohrpost_handler("join")]
 async fn join(conn: Connection, Data(group): Data<String>) -> Result<(), Error> {
     conn.join(&group).await.map_err(Error::internal)
-}
-
-#[tokio::test]
-async fn origins_outside_the_allow_list_are_refused_with_403() {
-    let builder = Server::builder().allowed_origins(["https://app.example"]);
-    let server = TestServer::with(builder).await;
-    let metrics = server.metrics.clone();
-    assert!(
-        Client::connect_with_headers(&server.url, &[("origin", "https://app.example")])
-            .await
-            .is_ok()
-    );
-    assert_eq!(
-        Client::connect_with_headers(&server.url, &[("origin", "https://evil.example")])
-            .await
-            .err(),
-        Some(403)
-    );
-    // Not a browser: no Origin header, accepted.
-    assert!(Client::connect_with_headers(&server.url, &[]).await.is_ok());
-    assert_eq!(metrics.snapshot().refused_origin, 1);
-}
-
-#[tokio::test]
-async fn the_authentication_hook_accepts_with_state_or_refuses_with_401_and_403() {
-    let builder = Server::builder().authenticate(|handshake| {
-        let token = handshake
-            .cookie("session")
-            .or_else(|| handshake.query("token"))
-            .ok_or_else(|| Refusal::unauthorized("log in first"))?;
-        match token {
-            "ada-token" => Ok(Accept::new().with(User("ada".into()))),
-            _ => Err(Refusal::forbidden("unknown session")),
-        }
-    });
-    let server = TestServer::with(builder).await;
-    let by_query = format!("{}?token=ada-token", server.url);
-    let mut client = Client::connect_with_headers(&by_query, &[]).await.unwrap();
-    assert_eq!(
-        client.call(json!({"id": 1, "type": "whoami"})).await["data"],
-        "ada"
-    );
-    let mut by_cookie =
-        Client::connect_with_headers(&server.url, &[("cookie", "theme=dark; session=ada-token")])
-            .await
-            .unwrap();
-    assert_eq!(
-        by_cookie.call(json!({"id": 1, "type": "whoami"})).await["data"],
-        "ada"
-    );
-    assert_eq!(
-        Client::connect_with_headers(&server.url, &[]).await.err(),
-        Some(401)
-    );
-    let wrong = format!("{}?token=mallory", server.url);
-    assert_eq!(
-        Client::connect_with_headers(&wrong, &[]).await.err(),
-        Some(403)
-    );
-    assert_eq!(server.metrics.snapshot().refused_auth, 2);
-}
-
-#[tokio::test]
-async fn connections_past_the_maximum_are_refused_with_503() {
-    let server = TestServer::with(Server::builder().max_connections(2)).await;
-    let first = server.client().await;
-    let mut second = server.client().await;
-    assert_eq!(
-        Client::connect_with_headers(&server.url, &[]).await.err(),
-        Some(503)
-    );
-    assert_eq!(server.metrics.snapshot().refused_capacity, 1);
-    // The two are served; when one leaves, there is room again.
-    assert_eq!(
-        second.call(json!({"id": 1, "type": "ping"})).await["type"],
-        "pong"
-    );
-    first.close().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match Client::connect_with_headers(&server.url, &[]).await {
-            Ok(_) => break,
-            Err(503) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await
-            }
-            Err(status) => panic!("expected room after a close, got {status}"),
-        }
-    }
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::socket::{self, Refused};
 use super::{ServerBuilder, ServerError, Shared};
+use crate::handshake::Handshake;
 use crate::metrics::Metrics;
 use crate::Groups;
 
@@ -58,7 +59,7 @@ pub struct Endpoint {
 impl ServerBuilder {
     /// Builds an [`Endpoint`] to mount in an axum app instead of binding a listener. The
     /// route decides the path (the `path` setting is not used), and axum reads the HTTP
-    /// request (`handshake_timeout` bounds only the upgrade after it). Without axum's
+    /// request (`handshake_timeout` bounds the authentication hook and the upgrade after it). Without axum's
     /// `ConnectInfo` (`into_make_service_with_connect_info::<SocketAddr>()`), peers show as
     /// `0.0.0.0:0`.
     ///
@@ -84,7 +85,7 @@ impl Endpoint {
         let endpoint = self.clone();
         get(move |request: Request| {
             let endpoint = endpoint.clone();
-            async move { endpoint.upgrade(request) }
+            async move { endpoint.upgrade(request).await }
         })
     }
 
@@ -123,7 +124,7 @@ impl Endpoint {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn upgrade(&self, mut request: Request) -> Response {
+    async fn upgrade(&self, mut request: Request) -> Response {
         let Some(key) = websocket_key(&request) else {
             return (
                 StatusCode::BAD_REQUEST,
@@ -145,23 +146,35 @@ impl Endpoint {
         let open = self.metrics.open_connection();
         let open_guard = socket::OpenConnection(self.metrics.clone());
         let over_capacity = open > self.shared.max_connections as u64;
-        let accepted = match socket::check_request(
-            &self.shared,
-            request.uri(),
-            request.headers(),
+        let handshake = Handshake {
+            uri: request.uri().clone(),
+            headers: std::mem::take(request.headers_mut()),
             peer,
-            over_capacity,
-        ) {
-            Ok(accepted) => accepted,
-            Err(Refused {
+        };
+        let checked = tokio::time::timeout(
+            self.shared.handshake_timeout,
+            socket::check_request(&self.shared, handshake, over_capacity),
+        )
+        .await;
+        let accepted = match checked {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(Refused {
                 status,
                 reason,
                 counter,
-            }) => {
+            })) => {
                 if let Some(counter) = counter {
                     self.metrics.add(counter);
                 }
                 return (status, reason).into_response();
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "the authentication hook outlasted the handshake timeout");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "authentication timed out; try again later",
+                )
+                    .into_response();
             }
         };
         let upgrade = hyper::upgrade::on(&mut request);

@@ -33,6 +33,9 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 /// Default time a client has to complete the WebSocket handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest WebSocket handshake request head (request line and headers, cookies
+/// included) the standalone server reads: 16 KiB. A larger one gets HTTP 431.
+pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// Default time running handlers get to finish when the server shuts down.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a closing connection gets to flush its last messages and close frame.
@@ -84,12 +87,13 @@ pub enum ServerError {
 /// | [`max_message_size`](Self::max_message_size) | 1 MiB | close code 1009 |
 /// | [`outbound_queue`](Self::outbound_queue) | 1024 messages | [`Connection::try_send`] fails when full, and the client is closed with 1008 |
 /// | [`write_timeout`](Self::write_timeout) | 10 s | close code 1008 when the client reads nothing that long while messages wait |
-/// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | connection dropped |
+/// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | connection dropped; HTTP 503 if the authentication hook is still running |
+/// | request head ([`MAX_REQUEST_HEAD`]) | 16 KiB | HTTP 431 at the handshake |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s | handlers still running then are dropped |
 /// | [`close_timeout`](Self::close_timeout) | 5 s | socket dropped without a close handshake |
 /// | [`max_connections`](Self::max_connections) | 100,000 | HTTP 503 at the handshake |
 /// | [`allowed_origins`](Self::allowed_origins) | any | HTTP 403 at the handshake |
-/// | [`authenticate`](Self::authenticate) | none | HTTP 401/403 at the handshake |
+/// | [`authenticate`](Self::authenticate) | none | HTTP 401/403 (or 503) at the handshake |
 /// | [`handler_timeout`](Self::handler_timeout) | 30 s | error reply `"Handler timed out."` |
 /// | [`rate_limit`](Self::rate_limit) | off | error reply `"Rate limit exceeded."` |
 /// | [`ping`](Self::ping) | 20 s / 20 s | a client silent after a ping is dropped |
@@ -259,28 +263,43 @@ impl ServerBuilder {
         self
     }
 
-    /// Decides on every handshake (after the path and origin checks), seeing its headers,
-    /// query and cookies: accept, with per-connection state, or refuse with 401/403.
+    /// Decides on every handshake (after the path, capacity and origin checks), seeing its
+    /// headers, query and cookies: accept, with per-connection state, or refuse with
+    /// 401/403 (or 503 when the credentials cannot be checked now). The hook is async, so it
+    /// can ask a database or a session store; it shares the
+    /// [`handshake_timeout`](Self::handshake_timeout) with the rest of the handshake, and a
+    /// hook still running then gets the client HTTP 503. Each handshake runs in its own
+    /// task: a slow hook delays only its own client.
     ///
     /// ```
+    /// use std::collections::HashMap;
+    /// use std::sync::Arc;
     /// use rohrpost::handshake::{Accept, Refusal};
     /// use rohrpost::Server;
     ///
     /// struct User(String);
     ///
-    /// let builder = Server::builder().authenticate(|handshake| {
-    ///     match handshake.query("token") {
-    ///         Some("s3cret") => Ok(Accept::new().with(User("ada".into()))),
-    ///         Some(_) => Err(Refusal::forbidden("unknown token")),
-    ///         None => Err(Refusal::unauthorized("a token is required")),
+    /// // Stands in for a session store or a database pool.
+    /// let sessions = Arc::new(HashMap::from([("s3cret".to_owned(), "ada".to_owned())]));
+    /// let builder = Server::builder().authenticate(move |handshake| {
+    ///     let sessions = sessions.clone();
+    ///     async move {
+    ///         let token = handshake
+    ///             .query("token")
+    ///             .ok_or_else(|| Refusal::unauthorized("a token is required"))?;
+    ///         match sessions.get(token) {
+    ///             Some(name) => Ok(Accept::new().with(User(name.clone()))),
+    ///             None => Err(Refusal::forbidden("unknown token")),
+    ///         }
     ///     }
     /// });
     /// ```
-    pub fn authenticate<F>(mut self, hook: F) -> Self
+    pub fn authenticate<F, Fut>(mut self, hook: F) -> Self
     where
-        F: Fn(&Handshake<'_>) -> Result<Accept, Refusal> + Send + Sync + 'static,
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Accept, Refusal>> + Send + 'static,
     {
-        self.authenticate = Some(AuthHook(Arc::new(hook)));
+        self.authenticate = Some(AuthHook::new(hook));
         self
     }
 

@@ -6,21 +6,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{timeout_at, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{RateLimit, Shared, BINARY_FRAME_ERROR};
+use super::{RateLimit, Shared, BINARY_FRAME_ERROR, MAX_REQUEST_HEAD};
 use crate::connection::SLOW_CLIENT;
 use crate::handshake::{Accept, Handshake, Refusal};
 use crate::message::Message;
@@ -120,97 +122,177 @@ pub(crate) struct Refused {
     pub(crate) counter: Option<Counter>,
 }
 
+impl Refused {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+            counter: None,
+        }
+    }
+}
+
 /// The checks on a handshake request, in order: capacity (503), origin (403), the
-/// authentication hook (401/403). The path is checked by whoever routes the request.
-pub(crate) fn check_request(
+/// authentication hook (401/403/503). The path is checked by whoever routes the request;
+/// the caller bounds the whole with the handshake timeout.
+pub(crate) async fn check_request(
     shared: &Shared,
-    uri: &tokio_tungstenite::tungstenite::http::Uri,
-    headers: &tokio_tungstenite::tungstenite::http::HeaderMap,
-    peer: SocketAddr,
+    handshake: Handshake,
     over_capacity: bool,
 ) -> Result<Accept, Refused> {
     if over_capacity {
         return Err(Refused {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            reason: "too many connections; try again later".into(),
             counter: Some(Counter::RefusedCapacity),
+            ..Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many connections; try again later",
+            )
         });
     }
-    let handshake = Handshake { uri, headers, peer };
     if let (Some(allowed), Some(origin)) = (&shared.allowed_origins, handshake.origin()) {
         if !allowed.iter().any(|a| a == origin) {
             return Err(Refused {
-                status: StatusCode::FORBIDDEN,
-                reason: format!("origin {origin} is not allowed"),
                 counter: Some(Counter::RefusedOrigin),
+                ..Refused::new(
+                    StatusCode::FORBIDDEN,
+                    format!("origin {origin} is not allowed"),
+                )
             });
         }
     }
     match &shared.authenticate {
         None => Ok(Accept::new()),
         Some(authenticate) => {
-            (authenticate.0)(&handshake).map_err(|Refusal { status, reason }| Refused {
-                status,
-                reason,
-                counter: Some(Counter::RefusedAuth),
-            })
+            authenticate
+                .call(handshake)
+                .await
+                .map_err(|Refusal { status, reason }| Refused {
+                    counter: Some(Counter::RefusedAuth),
+                    ..Refused::new(status, reason)
+                })
         }
     }
 }
 
-/// The handshake over TCP: the path (404), then [`check_request`].
+/// The handshake over TCP: read the request, let tungstenite validate it (400), check the
+/// path (404), then [`check_request`], and answer with 101 or the refusal. Reading the
+/// request here, rather than in tungstenite's handshake, is what lets the authentication
+/// hook be async.
 async fn handshake(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     over_capacity: bool,
 ) -> Result<(WebSocketStream<TcpStream>, Accept), String> {
-    let mut accepted = None;
-    let mut refused = None;
-    // The error type is tungstenite's handshake callback's, large or not.
-    #[allow(clippy::result_large_err)]
-    let check = |request: &Request, response: Response| {
-        let refusal = |status: StatusCode, reason: String| {
-            let mut refusal = ErrorResponse::new(Some(reason));
-            *refusal.status_mut() = status;
-            refusal
-        };
-        if request.uri().path() != shared.path && !over_capacity {
-            let reason = format!("no rohrpost endpoint at {}", request.uri().path());
-            return Err(refusal(StatusCode::NOT_FOUND, reason));
+    let deadline = Instant::now() + shared.handshake_timeout;
+    let (request, rest) = match timeout_at(deadline, read_request(&mut stream)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(ReadError::Refused(refused))) => {
+            return Err(answer_refusal(&mut stream, refused, shared).await)
         }
-        match check_request(
-            shared,
-            request.uri(),
-            request.headers(),
-            peer,
-            over_capacity,
-        ) {
-            Ok(accept) => {
-                accepted = Some(accept);
-                Ok(response)
-            }
-            Err(Refused {
-                status,
-                reason,
-                counter,
-            }) => {
-                refused = counter;
-                Err(refusal(status, reason))
-            }
+        Ok(Err(ReadError::Io(error))) => return Err(error.to_string()),
+        Err(_) => return Err("handshake timed out".to_owned()),
+    };
+    let response = match create_response(&request) {
+        Ok(response) => response,
+        Err(error) => {
+            let refused = Refused::new(StatusCode::BAD_REQUEST, error.to_string());
+            return Err(answer_refusal(&mut stream, refused, shared).await);
         }
     };
-    let accept =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(shared.websocket));
-    let outcome = tokio::time::timeout(shared.handshake_timeout, accept).await;
-    if let Some(counter) = refused {
+    if request.uri().path() != shared.path && !over_capacity {
+        let reason = format!("no rohrpost endpoint at {}", request.uri().path());
+        let refused = Refused::new(StatusCode::NOT_FOUND, reason);
+        return Err(answer_refusal(&mut stream, refused, shared).await);
+    }
+    let (parts, ()) = request.into_parts();
+    let handshake = Handshake {
+        uri: parts.uri,
+        headers: parts.headers,
+        peer,
+    };
+    let accepted = match timeout_at(deadline, check_request(shared, handshake, over_capacity)).await
+    {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(refused)) => return Err(answer_refusal(&mut stream, refused, shared).await),
+        Err(_) => {
+            tracing::warn!(%peer, "the authentication hook outlasted the handshake timeout");
+            let refused = Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "authentication timed out; try again later",
+            );
+            return Err(answer_refusal(&mut stream, refused, shared).await);
+        }
+    };
+    let mut head = Vec::with_capacity(160);
+    write_response(&mut head, &response).map_err(|error| error.to_string())?;
+    match timeout_at(deadline, stream.write_all(&head)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(error.to_string()),
+        Err(_) => return Err("handshake timed out".to_owned()),
+    }
+    let socket =
+        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shared.websocket))
+            .await;
+    Ok((socket, accepted))
+}
+
+/// Why reading a handshake request stopped.
+enum ReadError {
+    Io(std::io::Error),
+    Refused(Refused),
+}
+
+/// Reads the request head; returns the request and whatever bytes followed it.
+async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), ReadError> {
+    let mut buffer = Vec::with_capacity(1024);
+    loop {
+        if buffer.len() >= MAX_REQUEST_HEAD {
+            return Err(ReadError::Refused(Refused::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("the handshake request is over {MAX_REQUEST_HEAD} bytes"),
+            )));
+        }
+        buffer.reserve(1024.min(MAX_REQUEST_HEAD - buffer.len()));
+        let read = stream.read_buf(&mut buffer).await.map_err(ReadError::Io)?;
+        if read == 0 {
+            let closed = std::io::ErrorKind::UnexpectedEof;
+            return Err(ReadError::Io(std::io::Error::new(
+                closed,
+                "the client closed before finishing its handshake request",
+            )));
+        }
+        match Request::try_parse(&buffer) {
+            Ok(Some((size, request))) => return Ok((request, buffer.split_off(size))),
+            Ok(None) => {}
+            Err(error) => {
+                return Err(ReadError::Refused(Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    error.to_string(),
+                )))
+            }
+        }
+    }
+}
+
+/// Answers a refused handshake with its status and reason, counts it, and closes.
+async fn answer_refusal(stream: &mut TcpStream, refused: Refused, shared: &Shared) -> String {
+    if let Some(counter) = refused.counter {
         shared.metrics.add(counter);
     }
-    match outcome {
-        Ok(Ok(socket)) => Ok((socket, accepted.unwrap_or_default())),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("handshake timed out".to_owned()),
-    }
+    let reason = refused.reason;
+    let response = format!(
+        "HTTP/1.1 {}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\r\n{reason}",
+        refused.status,
+        reason.len(),
+    );
+    // The client may be gone already; the refusal is logged either way.
+    let send = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(LINGER, send).await;
+    format!("{}: {reason}", refused.status)
 }
 
 /// Why a connection's read loop ended.
