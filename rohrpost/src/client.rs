@@ -32,7 +32,8 @@
 //!   (100 ms doubling to 5 s by default, where rohrpost.js waits a fixed 3 s),
 //!   re-subscribes every group, and re-sends subscribe requests that were waiting. Calls
 //!   made while reconnecting wait for the connection (within their timeout; up to 10,000).
-//! - `ws://` only: this build has no TLS; put a TLS-terminating proxy in front for `wss://`.
+//! - `wss://` with the `client-tls` feature (rustls, trusting the Mozilla roots of
+//!   webpki-roots; [`ClientBuilder::tls_config`] for a private CA or client certificates).
 //! - [`Client::state`] tells whether it is connected, reconnecting or closed.
 
 use std::collections::HashMap;
@@ -53,6 +54,10 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::notify::Change;
 use crate::subscribe::GroupObject;
+
+/// The rustls version the client uses, to build a [`ClientBuilder::tls_config`] with.
+#[cfg(feature = "client-tls")]
+pub use rustls;
 
 /// Why a client operation failed.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -120,6 +125,8 @@ pub struct ClientBuilder {
     call_timeout: Duration,
     backoff_min: Duration,
     backoff_max: Duration,
+    #[cfg(feature = "client-tls")]
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ClientBuilder {
@@ -150,13 +157,42 @@ impl ClientBuilder {
         self
     }
 
+    /// The TLS settings for `wss://` URLs (feature `client-tls`): your own root
+    /// certificates (a private CA), client certificates, or protocol versions. Default:
+    /// rustls with the ring provider, trusting the Mozilla roots of webpki-roots.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use rohrpost::client::{rustls, Client};
+    ///
+    /// # async fn run(ca_der: Vec<u8>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.add(ca_der.into())?;
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let config = rustls::ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let client = Client::builder("wss://internal.example/rohrpost/")
+    ///     .tls_config(Arc::new(config))
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "client-tls")]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Connects; fails if the first connection cannot be made. Later drops reconnect.
     pub async fn connect(self) -> Result<Client, ClientError> {
-        let socket = open(&self.url, self.call_timeout).await?;
+        let settings = self.with_default_tls()?;
+        let socket = open(&settings).await?;
         let (commands, requests) = mpsc::unbounded_channel();
         let (report, state) = watch::channel(ConnectionState::Connected);
         let driver = Driver {
-            settings: self.clone(),
+            settings: settings.clone(),
             requests,
             report,
             calls: HashMap::new(),
@@ -173,9 +209,26 @@ impl ClientBuilder {
                 commands,
                 state,
                 next_id: AtomicU64::new(1),
-                call_timeout: self.call_timeout,
+                call_timeout: settings.call_timeout,
             }),
         })
+    }
+
+    /// Fills in the default TLS settings for a `wss://` URL without its own.
+    #[cfg(feature = "client-tls")]
+    fn with_default_tls(mut self) -> Result<Self, ClientError> {
+        if self.tls.is_none() && is_wss(&self.url) {
+            self.tls = Some(default_tls_config().map_err(|error| ClientError::Connect {
+                url: self.url.clone(),
+                reason: format!("cannot set up TLS: {error}"),
+            })?);
+        }
+        Ok(self)
+    }
+
+    #[cfg(not(feature = "client-tls"))]
+    fn with_default_tls(self) -> Result<Self, ClientError> {
+        Ok(self)
     }
 }
 
@@ -227,6 +280,8 @@ impl Client {
             call_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            #[cfg(feature = "client-tls")]
+            tls: None,
         }
     }
 
@@ -450,16 +505,58 @@ impl<T> fmt::Debug for Subscription<T> {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn open(url: &str, timeout: Duration) -> Result<Socket, ClientError> {
+/// Opens a connection to the settings' URL, within the call timeout, with Nagle's algorithm
+/// off (requests are small and want their reply at once).
+async fn open(settings: &ClientBuilder) -> Result<Socket, ClientError> {
+    let (url, timeout) = (settings.url.as_str(), settings.call_timeout);
     let failed = |reason: String| ClientError::Connect {
         url: url.to_owned(),
         reason,
     };
-    match tokio::time::timeout(timeout, tokio_tungstenite::connect_async(url)).await {
+    #[cfg(feature = "client-tls")]
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        url,
+        None,
+        true,
+        settings
+            .tls
+            .clone()
+            .map(tokio_tungstenite::Connector::Rustls),
+    );
+    #[cfg(not(feature = "client-tls"))]
+    let connecting = {
+        if is_wss(url) {
+            return Err(failed(
+                "wss:// needs rohrpost's `client-tls` cargo feature".to_owned(),
+            ));
+        }
+        tokio_tungstenite::connect_async_with_config(url, None, true)
+    };
+    match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(error)) => Err(failed(error.to_string())),
         Err(_) => Err(failed(format!("no handshake within {timeout:?}"))),
     }
+}
+
+fn is_wss(url: &str) -> bool {
+    url.get(..6)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("wss://"))
+}
+
+/// rustls with the ring provider and the Mozilla roots: the provider is named, so that an
+/// application with another provider compiled in does not make rustls guess (and panic).
+#[cfg(feature = "client-tls")]
+fn default_tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A subscribe request that waits for its reply.
@@ -551,8 +648,8 @@ impl Driver {
                     },
                 }
             }
-            let (url, timeout) = (self.settings.url.clone(), self.settings.call_timeout);
-            let opening = async move { open(&url, timeout).await };
+            let settings = self.settings.clone();
+            let opening = async move { open(&settings).await };
             tokio::pin!(opening);
             loop {
                 tokio::select! {
