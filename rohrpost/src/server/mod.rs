@@ -95,6 +95,7 @@ pub enum ServerError {
 /// | [`allowed_origins`](Self::allowed_origins) | any | HTTP 403 at the handshake |
 /// | [`authenticate`](Self::authenticate) | none | HTTP 401/403 (or 503) at the handshake |
 /// | [`handler_timeout`](Self::handler_timeout) | 30 s | error reply `"Handler timed out."` |
+/// | [`handlers_per_connection`](Self::handlers_per_connection) | 1 | reading pauses while that many handlers of the connection run |
 /// | [`rate_limit`](Self::rate_limit) | off | error reply `"Rate limit exceeded."` |
 /// | [`ping`](Self::ping) | 20 s / 20 s | a client silent after a ping is dropped |
 ///
@@ -129,6 +130,7 @@ pub struct ServerBuilder {
     allowed_origins: Option<Vec<String>>,
     authenticate: Option<AuthHook>,
     handler_timeout: Duration,
+    handlers_per_connection: usize,
     rate_limit: Option<RateLimit>,
     ping_interval: Duration,
     ping_timeout: Duration,
@@ -161,6 +163,7 @@ impl Default for ServerBuilder {
             allowed_origins: None,
             authenticate: None,
             handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+            handlers_per_connection: 1,
             rate_limit: None,
             ping_interval: DEFAULT_PING_INTERVAL,
             ping_timeout: DEFAULT_PING_TIMEOUT,
@@ -310,6 +313,24 @@ impl ServerBuilder {
         self
     }
 
+    /// How many handlers of one connection may run at once (default 1).
+    ///
+    /// With 1, as in the original, a connection's messages are handled one after another
+    /// and replies come in request order. With more, a slow handler (a database write, say)
+    /// no longer holds up the connection's other messages: up to `handlers` run at once,
+    /// each reply goes out when its handler finishes (clients match replies by `id`), and
+    /// the connection's socket is not read while all are busy, so a client cannot pile up
+    /// work. At shutdown, or when the client leaves, running handlers finish first (each
+    /// within the [`handler_timeout`](Self::handler_timeout)). Zero is refused by `bind`.
+    ///
+    /// ```
+    /// let builder = rohrpost::Server::builder().handlers_per_connection(8);
+    /// ```
+    pub fn handlers_per_connection(mut self, handlers: usize) -> Self {
+        self.handlers_per_connection = handlers;
+        self
+    }
+
     /// Limits each connection to `per_second` messages, sustained, with bursts of `burst`
     /// (off by default). A message over the limit is not handled; it gets
     /// `{"id", "type", "error": "Rate limit exceeded."}` and the connection goes on.
@@ -376,6 +397,11 @@ impl ServerBuilder {
                 "the ping interval and timeout must be longer than zero".into(),
             ));
         }
+        if self.handlers_per_connection == 0 {
+            return Err(ServerError::InvalidConfig(
+                "handlers_per_connection must be at least 1".into(),
+            ));
+        }
         if self.outbound_queue == 0 || self.max_message_size == 0 {
             return Err(ServerError::InvalidConfig(format!(
                 "outbound_queue and max_message_size must be at least 1, got {} and {}",
@@ -403,6 +429,7 @@ impl ServerBuilder {
             allowed_origins: self.allowed_origins,
             authenticate: self.authenticate,
             rate_limit: self.rate_limit,
+            handlers_per_connection: self.handlers_per_connection,
             ping_interval: self.ping_interval,
             ping_timeout: self.ping_timeout,
             groups: self.groups.unwrap_or_default(),
@@ -458,6 +485,7 @@ struct Shared {
     allowed_origins: Option<Vec<String>>,
     authenticate: Option<AuthHook>,
     rate_limit: Option<RateLimit>,
+    handlers_per_connection: usize,
     ping_interval: Duration,
     ping_timeout: Duration,
     groups: Groups,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::{timeout_at, Instant};
 
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -317,14 +317,30 @@ async fn read_loop<S: Transport>(
     let ping_timer = tokio::time::sleep_until(liveness.next_check());
     tokio::pin!(signal, ping_timer);
     let mut bucket = shared.rate_limit.map(TokenBucket::new);
+    // Handlers running beside the read loop; empty unless `handlers_per_connection` > 1.
+    let concurrent = shared.handlers_per_connection > 1;
+    let mut running = FuturesUnordered::new();
     loop {
         if connection.is_closed() {
             return End::Closed;
         }
         let frame = tokio::select! {
             biased;
-            stopped = &mut signal => return if stopped { End::Closed } else { End::Shutdown },
-            frame = stream.next() => frame,
+            stopped = &mut signal => {
+                if stopped {
+                    return End::Closed;
+                }
+                return finish(&mut running, connection, End::Shutdown).await;
+            }
+            Some(reply) = running.next(), if !running.is_empty() => {
+                if let Some(reply) = reply {
+                    if connection.send_text(reply).await.is_err() {
+                        return End::Closed;
+                    }
+                }
+                continue;
+            }
+            frame = stream.next(), if running.len() < shared.handlers_per_connection => frame,
             _ = &mut ping_timer => {
                 match liveness.check() {
                     Check::Wait => {}
@@ -348,6 +364,9 @@ async fn read_loop<S: Transport>(
                 if bucket.as_mut().is_some_and(|bucket| !bucket.take()) {
                     shared.metrics.add(Counter::RateLimited);
                     Some(shared.dispatcher.refuse(&text, RATE_LIMITED))
+                } else if concurrent {
+                    running.push(shared.dispatcher.dispatch(text, connection));
+                    None
                 } else {
                     tokio::select! {
                         biased;
@@ -359,7 +378,9 @@ async fn read_loop<S: Transport>(
                 }
             }
             Some(Ok(Frame::Binary(_))) => Message::error(BINARY_FRAME_ERROR).to_json().ok(),
-            Some(Ok(Frame::Close(_))) | None => return End::Peer,
+            Some(Ok(Frame::Close(_))) | None => {
+                return finish(&mut running, connection, End::Peer).await
+            }
             Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => None,
             Some(Err(error)) => return refuse(connection, error),
         };
@@ -369,6 +390,27 @@ async fn read_loop<S: Transport>(
             }
         }
     }
+}
+
+/// Lets the handlers still running finish and sends their replies, as a connection that
+/// handles one message at a time finishes its handler before it sees the close; then ends
+/// with `end`. A connection stopped at once does not wait.
+async fn finish<F>(running: &mut FuturesUnordered<F>, connection: &Connection, end: End) -> End
+where
+    F: std::future::Future<Output = Option<String>>,
+{
+    while !running.is_empty() {
+        let reply = tokio::select! {
+            biased;
+            _ = connection.reader_stopped() => return End::Closed,
+            Some(reply) = running.next() => reply,
+        };
+        if let Some(reply) = reply {
+            // After the peer left, the reply has nowhere to go; the handler's work is done.
+            let _ = connection.send_text(reply).await;
+        }
+    }
+    end
 }
 
 /// Closes the connection with the code that names what the client did wrong.
