@@ -1013,3 +1013,17 @@ pub fn group_object(object_type: &str, id: impl Serialize) -> GroupObject {
         id: serde_json::to_value(id).unwrap_or(json!(null)),
     }
 }
+
+#[cfg(all(test, not(feature = "client-tls")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wss_without_the_tls_feature_fails_at_once_naming_the_feature() {
+        let refused = Client::connect("WSS://127.0.0.1:9/rohrpost/").await.unwrap_err();
+        let ClientError::Connect { reason, .. } = refused else {
+            panic!("expected a connect error, got {refused:?}");
+        };
+        assert!(reason.contains("`client-tls`"), "{reason}");
+    }
+}

@@ -1,5 +1,6 @@
 //! The WebSocket handshake as hooks see it: the origin allow-list and the authentication
-//! hook, which accepts a connection with per-connection state or refuses it with 401/403.
+//! hook, which accepts a connection with per-connection state or refuses it with 401/403
+//! (or 503 when it cannot decide now).
 //! The hook is async, so it can look a session up in a database or a cache before the
 //! connection opens.
 

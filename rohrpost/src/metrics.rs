@@ -39,6 +39,9 @@ pub struct MetricsSnapshot {
     pub refused_origin: u64,
     /// Handshakes refused by the authentication hook.
     pub refused_auth: u64,
+    /// Handshakes answered 503 because the authentication hook outlasted the handshake
+    /// timeout.
+    pub auth_timeouts: u64,
     /// Text frames received.
     pub messages: u64,
     /// Messages refused by the per-connection rate limit.
@@ -61,6 +64,7 @@ pub(crate) enum Counter {
     RefusedCapacity,
     RefusedOrigin,
     RefusedAuth,
+    AuthTimeouts,
     Messages,
     RateLimited,
     HandlerErrors,
@@ -71,11 +75,12 @@ pub(crate) enum Counter {
 }
 
 impl Counter {
-    const ALL: [Counter; 11] = [
+    const ALL: [Counter; 12] = [
         Counter::ConnectionsTotal,
         Counter::RefusedCapacity,
         Counter::RefusedOrigin,
         Counter::RefusedAuth,
+        Counter::AuthTimeouts,
         Counter::Messages,
         Counter::RateLimited,
         Counter::HandlerErrors,
@@ -96,6 +101,7 @@ impl Metrics {
             refused_capacity: read(Counter::RefusedCapacity),
             refused_origin: read(Counter::RefusedOrigin),
             refused_auth: read(Counter::RefusedAuth),
+            auth_timeouts: read(Counter::AuthTimeouts),
             messages: read(Counter::Messages),
             rate_limited: read(Counter::RateLimited),
             handler_errors: read(Counter::HandlerErrors),
@@ -139,6 +145,7 @@ mod tests {
             s.refused_capacity,
             s.refused_origin,
             s.refused_auth,
+            s.auth_timeouts,
             s.messages,
             s.rate_limited,
             s.handler_errors,
@@ -147,6 +154,6 @@ mod tests {
             s.slow_clients,
             s.ping_timeouts,
         ];
-        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
     }
 }

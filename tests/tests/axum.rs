@@ -131,6 +131,7 @@ async fn the_async_authentication_hook_runs_on_the_mounted_endpoint() {
     assert_eq!(refused("?token=mallory").await, Some(403));
     assert_eq!(refused("?token=hang").await, Some(503));
     assert_eq!(metrics.snapshot().refused_auth, 2);
+    assert_eq!(metrics.snapshot().auth_timeouts, 1);
     // The hung handshake holds no connection slot.
     assert_eq!(metrics.snapshot().connections_open, 1);
 }

@@ -1,7 +1,7 @@
 //! Handlers of one connection: one at a time in request order by default, or several at
 //! once with `handlers_per_connection`, bounded, and finished before shutdown or a close.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rohrpost::prelude::*;
@@ -29,12 +29,12 @@ async fn gate() {
     GATED_NOW.fetch_sub(1, Ordering::SeqCst);
 }
 
-static FINISHED_AFTER_CLOSE: AtomicBool = AtomicBool::new(false);
+static FINISHED_AFTER_CLOSE: AtomicUsize = AtomicUsize::new(0);
 
 #[rohrpost_handler("finish_after_close")]
-async fn finish_after_close() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    FINISHED_AFTER_CLOSE.store(true, Ordering::SeqCst);
+async fn finish_after_close(Data(millis): Data<u64>) {
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    FINISHED_AFTER_CLOSE.fetch_add(1, Ordering::SeqCst);
 }
 
 fn ids(replies: &[Value]) -> Vec<i64> {
@@ -119,8 +119,9 @@ async fn at_shutdown_running_handlers_finish_and_reply_before_the_close() {
             .send_json(json!({"id": id, "type": "sleep", "data": millis}))
             .await;
     }
-    // Let the server read all three before it is told to stop.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Frames are read in order: the pong shows that the server read all three.
+    client.send_json(json!({"id": 4, "type": "ping"})).await;
+    assert_eq!(client.recv_json().await["id"], 4);
     server.begin_shutdown();
     let replies = [
         client.recv_json().await,
@@ -138,19 +139,23 @@ async fn at_shutdown_running_handlers_finish_and_reply_before_the_close() {
 async fn a_client_that_leaves_does_not_cut_its_running_handlers_short() {
     let server = TestServer::with(Server::builder().handlers_per_connection(4)).await;
     let mut client = server.client().await;
-    client
-        .send_json(json!({"id": 1, "type": "finish_after_close"}))
-        .await;
-    client.send_json(json!({"id": 2, "type": "ping"})).await;
+    for (id, millis) in [(1, 100), (2, 300)] {
+        client
+            .send_json(json!({"id": id, "type": "finish_after_close", "data": millis}))
+            .await;
+    }
+    client.send_json(json!({"id": 3, "type": "ping"})).await;
     assert_eq!(client.recv_json().await["type"], "pong");
     client.close().await;
+    // Both run to their end, the longer one too, after the shorter one's reply had
+    // nowhere to go.
     tokio::time::timeout(Duration::from_secs(5), async {
-        while !FINISHED_AFTER_CLOSE.load(Ordering::SeqCst) {
+        while FINISHED_AFTER_CLOSE.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("the handler ran to its end");
+    .expect("both handlers ran to their end");
     // And the connection is gone from the server afterwards.
     let metrics = server.metrics.clone();
     tokio::time::timeout(Duration::from_secs(5), async move {

@@ -114,12 +114,13 @@ async fn the_async_authentication_hook_accepts_with_state_or_refuses_with_401_an
 
 #[tokio::test]
 async fn a_slow_authentication_hook_delays_only_its_own_client() {
-    let release = Arc::new(Notify::new());
-    let gate = release.clone();
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (entering, gate) = (entered.clone(), release.clone());
     let builder = Server::builder().authenticate(move |handshake| {
-        let gate = gate.clone();
+        let (entering, gate) = (entering.clone(), gate.clone());
         async move {
             if handshake.query("slow").is_some() {
+                entering.notify_one();
                 gate.notified().await;
             }
             Ok(Accept::new())
@@ -128,6 +129,9 @@ async fn a_slow_authentication_hook_delays_only_its_own_client() {
     let server = TestServer::with(builder).await;
     let slow_url = format!("{}?slow=1", server.url);
     let slow = tokio::spawn(async move { Client::connect_with_headers(&slow_url, &[]).await });
+    tokio::time::timeout(Duration::from_secs(5), entered.notified())
+        .await
+        .expect("the slow hook started");
     // Other clients connect and are served while the slow hook waits.
     for id in 0..5 {
         let mut client = server.client().await;
@@ -163,6 +167,7 @@ async fn a_hook_that_outlasts_the_handshake_timeout_gets_503_and_others_go_on() 
         Some(503)
     );
     assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(server.metrics.snapshot().auth_timeouts, 1);
     let mut client = server.client().await;
     assert_eq!(
         client.call(json!({"id": 1, "type": "ping"})).await["type"],
@@ -224,20 +229,38 @@ async fn malformed_and_oversized_handshake_requests_get_clear_http_errors() {
     let (status, body) = raw_handshake(&server, "/elsewhere/", "").await;
     assert_eq!(status, 404);
     assert!(body.contains("/elsewhere/"), "{body}");
-    // A cookie header past the limit on the request head.
-    let huge = format!("cookie: big={}\r\n", "x".repeat(rohrpost::MAX_REQUEST_HEAD));
-    let (status, _) = raw_handshake(&server, "/rohrpost/", &huge).await;
-    assert_eq!(status, 431);
-    // Just under the limit is fine.
-    let large = format!("cookie: big={}\r\n", "x".repeat(8 * 1024));
-    let (status, _) = raw_handshake(&server, "/rohrpost/", &large).await;
+    // A request head of exactly the limit is read; one byte more is refused.
+    let (status, _) = raw_handshake(&server, "/rohrpost/", &cookie_to_fill(0)).await;
     assert_eq!(status, 101);
+    let (status, body) = raw_handshake(&server, "/rohrpost/", &cookie_to_fill(1)).await;
+    assert_eq!(status, 431, "{body}");
+    // More headers than the parser takes.
+    let many: String = (0..200).map(|n| format!("x-{n}: y\r\n")).collect();
+    let (status, _) = raw_handshake(&server, "/rohrpost/", &many).await;
+    assert_eq!(status, 400);
     // The server goes on serving.
     let mut client = server.client().await;
     assert_eq!(
         client.call(json!({"id": 1, "type": "ping"})).await["type"],
         "pong"
     );
+}
+
+#[tokio::test]
+async fn a_request_trickled_a_byte_at_a_time_is_read() {
+    let server = TestServer::start().await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for byte in upgrade_request("/rohrpost/", "").bytes() {
+        stream.write_all(&[byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let mut head = [0; 12];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
 }
 
 #[tokio::test]
@@ -272,6 +295,18 @@ fn upgrade_request(path: &str, extra_headers: &str) -> String {
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          {extra_headers}\r\n"
     )
+}
+
+/// A cookie header that makes the upgrade request head `MAX_REQUEST_HEAD + over` bytes.
+fn cookie_to_fill(over: usize) -> String {
+    let bare = upgrade_request("/rohrpost/", "cookie: big=\r\n").len();
+    let padding = rohrpost::MAX_REQUEST_HEAD + over - bare;
+    let header = format!("cookie: big={}\r\n", "x".repeat(padding));
+    assert_eq!(
+        upgrade_request("/rohrpost/", &header).len(),
+        rohrpost::MAX_REQUEST_HEAD + over
+    );
+    header
 }
 
 /// A client's text frame (clients must mask), for payloads under 126 bytes.

@@ -59,9 +59,9 @@ pub struct Endpoint {
 impl ServerBuilder {
     /// Builds an [`Endpoint`] to mount in an axum app instead of binding a listener. The
     /// route decides the path (the `path` setting is not used), and axum reads the HTTP
-    /// request (`handshake_timeout` bounds the authentication hook and the upgrade after it). Without axum's
-    /// `ConnectInfo` (`into_make_service_with_connect_info::<SocketAddr>()`), peers show as
-    /// `0.0.0.0:0`.
+    /// request; `handshake_timeout` bounds the authentication hook and, separately, the
+    /// upgrade after it. Without axum's `ConnectInfo`
+    /// (`into_make_service_with_connect_info::<SocketAddr>()`), peers show as `0.0.0.0:0`.
     ///
     /// ```
     /// let endpoint = rohrpost::Server::builder().endpoint()?;
@@ -151,30 +151,17 @@ impl Endpoint {
             headers: std::mem::take(request.headers_mut()),
             peer,
         };
-        let checked = tokio::time::timeout(
-            self.shared.handshake_timeout,
-            socket::check_request(&self.shared, handshake, over_capacity),
-        )
-        .await;
-        let accepted = match checked {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(Refused {
+        let accepted = match socket::check_request(&self.shared, handshake, over_capacity).await {
+            Ok(accepted) => accepted,
+            Err(Refused {
                 status,
                 reason,
                 counter,
-            })) => {
+            }) => {
                 if let Some(counter) = counter {
                     self.metrics.add(counter);
                 }
                 return (status, reason).into_response();
-            }
-            Err(_) => {
-                tracing::warn!(%peer, "the authentication hook outlasted the handshake timeout");
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "authentication timed out; try again later",
-                )
-                    .into_response();
             }
         };
         let upgrade = hyper::upgrade::on(&mut request);

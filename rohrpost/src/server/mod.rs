@@ -34,7 +34,8 @@ pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
 /// Default time a client has to complete the WebSocket handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest WebSocket handshake request head (request line and headers, cookies
-/// included) the standalone server reads: 16 KiB. A larger one gets HTTP 431.
+/// included) the standalone server reads: 16 KiB. A larger one gets HTTP 431; more than 124
+/// headers get HTTP 400. (Mounted in axum, the app's HTTP server sets these limits.)
 pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// Default time running handlers get to finish when the server shuts down.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,7 +88,7 @@ pub enum ServerError {
 /// | [`max_message_size`](Self::max_message_size) | 1 MiB | close code 1009 |
 /// | [`outbound_queue`](Self::outbound_queue) | 1024 messages | [`Connection::try_send`] fails when full, and the client is closed with 1008 |
 /// | [`write_timeout`](Self::write_timeout) | 10 s | close code 1008 when the client reads nothing that long while messages wait |
-/// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | connection dropped; HTTP 503 if the authentication hook is still running |
+/// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | connection dropped; the authentication hook has its own 10 s, then HTTP 503 |
 /// | request head ([`MAX_REQUEST_HEAD`]) | 16 KiB | HTTP 431 at the handshake |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s | handlers still running then are dropped |
 /// | [`close_timeout`](Self::close_timeout) | 5 s | socket dropped without a close handshake |
@@ -217,7 +218,10 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a client has to complete the WebSocket handshake (default 10 s).
+    /// How long a client has to send its WebSocket handshake request (default 10 s), and,
+    /// separately, how long the [`authenticate`](Self::authenticate) hook may take before the
+    /// client gets HTTP 503 (counted in
+    /// [`MetricsSnapshot::auth_timeouts`](crate::MetricsSnapshot)).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -269,10 +273,9 @@ impl ServerBuilder {
     /// Decides on every handshake (after the path, capacity and origin checks), seeing its
     /// headers, query and cookies: accept, with per-connection state, or refuse with
     /// 401/403 (or 503 when the credentials cannot be checked now). The hook is async, so it
-    /// can ask a database or a session store; it shares the
-    /// [`handshake_timeout`](Self::handshake_timeout) with the rest of the handshake, and a
-    /// hook still running then gets the client HTTP 503. Each handshake runs in its own
-    /// task: a slow hook delays only its own client.
+    /// can ask a database or a session store; a hook still running after the
+    /// [`handshake_timeout`](Self::handshake_timeout) is dropped and the client gets HTTP 503.
+    /// Each handshake runs in its own task: a slow hook delays only its own client.
     ///
     /// ```
     /// use std::collections::HashMap;
@@ -321,7 +324,9 @@ impl ServerBuilder {
     /// each reply goes out when its handler finishes (clients match replies by `id`), and
     /// the connection's socket is not read while all are busy, so a client cannot pile up
     /// work. At shutdown, or when the client leaves, running handlers finish first (each
-    /// within the [`handler_timeout`](Self::handler_timeout)). Zero is refused by `bind`.
+    /// within the [`handler_timeout`](Self::handler_timeout)); a connection the server
+    /// stops at once (a handler's `close`, a protocol error, a client that does not read or
+    /// answer pings) drops its running handlers. Zero is refused by `bind`.
     ///
     /// ```
     /// let builder = rohrpost::Server::builder().handlers_per_connection(8);

@@ -133,8 +133,9 @@ impl Refused {
 }
 
 /// The checks on a handshake request, in order: capacity (503), origin (403), the
-/// authentication hook (401/403/503). The path is checked by whoever routes the request;
-/// the caller bounds the whole with the handshake timeout.
+/// authentication hook (401/403, or 503 when it outlasts the handshake timeout), and
+/// whether the server began shutting down meanwhile (503). The path is checked by whoever
+/// routes the request.
 pub(crate) async fn check_request(
     shared: &Shared,
     handshake: Handshake,
@@ -160,24 +161,47 @@ pub(crate) async fn check_request(
             });
         }
     }
-    match &shared.authenticate {
-        None => Ok(Accept::new()),
-        Some(authenticate) => {
-            authenticate
-                .call(handshake)
-                .await
-                .map_err(|Refusal { status, reason }| Refused {
-                    counter: Some(Counter::RefusedAuth),
-                    ..Refused::new(status, reason)
-                })
+    let Some(authenticate) = &shared.authenticate else {
+        return Ok(Accept::new());
+    };
+    let peer = handshake.peer;
+    let verdict = tokio::time::timeout(shared.handshake_timeout, authenticate.call(handshake));
+    let accepted = match verdict.await {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(Refusal { status, reason })) => {
+            return Err(Refused {
+                counter: Some(Counter::RefusedAuth),
+                ..Refused::new(status, reason)
+            })
         }
+        Err(_) => {
+            tracing::warn!(%peer, timeout = ?shared.handshake_timeout, "the authentication hook timed out");
+            return Err(Refused {
+                counter: Some(Counter::AuthTimeouts),
+                ..Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "authentication timed out; try again later",
+                )
+            });
+        }
+    };
+    if shared
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        return Err(Refused::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down",
+        ));
     }
+    Ok(accepted)
 }
 
 /// The handshake over TCP: read the request, let tungstenite validate it (400), check the
 /// path (404), then [`check_request`], and answer with 101 or the refusal. Reading the
 /// request here, rather than in tungstenite's handshake, is what lets the authentication
-/// hook be async.
+/// hook be async. Reading the request and writing the answer share the handshake timeout;
+/// the hook has its own.
 async fn handshake(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -188,7 +212,7 @@ async fn handshake(
     let (request, rest) = match timeout_at(deadline, read_request(&mut stream)).await {
         Ok(Ok(read)) => read,
         Ok(Err(ReadError::Refused(refused))) => {
-            return Err(answer_refusal(&mut stream, refused, shared).await)
+            return Err(answer_refusal(stream, refused, shared).await)
         }
         Ok(Err(ReadError::Io(error))) => return Err(error.to_string()),
         Err(_) => return Err("handshake timed out".to_owned()),
@@ -197,13 +221,13 @@ async fn handshake(
         Ok(response) => response,
         Err(error) => {
             let refused = Refused::new(StatusCode::BAD_REQUEST, error.to_string());
-            return Err(answer_refusal(&mut stream, refused, shared).await);
+            return Err(answer_refusal(stream, refused, shared).await);
         }
     };
     if request.uri().path() != shared.path && !over_capacity {
         let reason = format!("no rohrpost endpoint at {}", request.uri().path());
         let refused = Refused::new(StatusCode::NOT_FOUND, reason);
-        return Err(answer_refusal(&mut stream, refused, shared).await);
+        return Err(answer_refusal(stream, refused, shared).await);
     }
     let (parts, ()) = request.into_parts();
     let handshake = Handshake {
@@ -211,21 +235,13 @@ async fn handshake(
         headers: parts.headers,
         peer,
     };
-    let accepted = match timeout_at(deadline, check_request(shared, handshake, over_capacity)).await
-    {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(refused)) => return Err(answer_refusal(&mut stream, refused, shared).await),
-        Err(_) => {
-            tracing::warn!(%peer, "the authentication hook outlasted the handshake timeout");
-            let refused = Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "authentication timed out; try again later",
-            );
-            return Err(answer_refusal(&mut stream, refused, shared).await);
-        }
+    let accepted = match check_request(shared, handshake, over_capacity).await {
+        Ok(accepted) => accepted,
+        Err(refused) => return Err(answer_refusal(stream, refused, shared).await),
     };
     let mut head = Vec::with_capacity(160);
     write_response(&mut head, &response).map_err(|error| error.to_string())?;
+    let deadline = deadline.max(Instant::now() + LINGER);
     match timeout_at(deadline, stream.write_all(&head)).await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => return Err(error.to_string()),
@@ -243,24 +259,39 @@ enum ReadError {
     Refused(Refused),
 }
 
-/// Reads the request head; returns the request and whatever bytes followed it.
+/// Reads the request head; returns the request and whatever bytes followed it. The head is
+/// parsed only once its end (an empty line) has arrived, so a client that trickles bytes
+/// costs a scan of the new ones, not a parse of the whole buffer per read.
 async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), ReadError> {
+    const END_OF_HEAD: &[u8] = b"\r\n\r\n";
     let mut buffer = Vec::with_capacity(1024);
     loop {
-        if buffer.len() >= MAX_REQUEST_HEAD {
+        let room = MAX_REQUEST_HEAD - buffer.len();
+        if room == 0 {
             return Err(ReadError::Refused(Refused::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!("the handshake request is over {MAX_REQUEST_HEAD} bytes"),
+                format!("the handshake request head is over {MAX_REQUEST_HEAD} bytes"),
             )));
         }
-        buffer.reserve(1024.min(MAX_REQUEST_HEAD - buffer.len()));
-        let read = stream.read_buf(&mut buffer).await.map_err(ReadError::Io)?;
+        let scanned = buffer.len().saturating_sub(END_OF_HEAD.len() - 1);
+        buffer.reserve(room.min(1024));
+        let read = (&mut *stream)
+            .take(room as u64)
+            .read_buf(&mut buffer)
+            .await
+            .map_err(ReadError::Io)?;
         if read == 0 {
-            let closed = std::io::ErrorKind::UnexpectedEof;
             return Err(ReadError::Io(std::io::Error::new(
-                closed,
+                std::io::ErrorKind::UnexpectedEof,
                 "the client closed before finishing its handshake request",
             )));
+        }
+        let complete = buffer[scanned..]
+            .windows(END_OF_HEAD.len())
+            .any(|window| window == END_OF_HEAD);
+        // Not HTTP at all shows in the first bytes: no need to wait for the empty line.
+        if !complete && scanned > 0 {
+            continue;
         }
         match Request::try_parse(&buffer) {
             Ok(Some((size, request))) => return Ok((request, buffer.split_off(size))),
@@ -275,8 +306,12 @@ async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Read
     }
 }
 
+/// The most of a refused client's unread request that is read and thrown away, so that
+/// closing the socket does not reset the connection before the client reads the refusal.
+const REFUSAL_DRAIN: u64 = 64 * 1024;
+
 /// Answers a refused handshake with its status and reason, counts it, and closes.
-async fn answer_refusal(stream: &mut TcpStream, refused: Refused, shared: &Shared) -> String {
+async fn answer_refusal(mut stream: TcpStream, refused: Refused, shared: &Shared) -> String {
     if let Some(counter) = refused.counter {
         shared.metrics.add(counter);
     }
@@ -286,10 +321,17 @@ async fn answer_refusal(stream: &mut TcpStream, refused: Refused, shared: &Share
         refused.status,
         reason.len(),
     );
-    // The client may be gone already; the refusal is logged either way.
+    // The client may be gone already; the refusal is logged either way. Unread input
+    // would make the kernel answer the close with a reset, which can destroy the
+    // refusal in flight: read it (bounded in bytes and time) until the client hangs up.
     let send = async {
         stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        tokio::io::copy(
+            &mut (&mut stream).take(REFUSAL_DRAIN),
+            &mut tokio::io::sink(),
+        )
+        .await
     };
     let _ = tokio::time::timeout(LINGER, send).await;
     format!("{}: {reason}", refused.status)
@@ -342,6 +384,11 @@ async fn read_loop<S: Transport>(
             }
             frame = stream.next(), if running.len() < shared.handlers_per_connection => frame,
             _ = &mut ping_timer => {
+                if running.len() >= shared.handlers_per_connection {
+                    // The socket is not read while every handler slot is busy: an unseen
+                    // pong is not the client's fault.
+                    liveness.heard();
+                }
                 match liveness.check() {
                     Check::Wait => {}
                     Check::Ping => connection.ping(),
@@ -392,13 +439,18 @@ async fn read_loop<S: Transport>(
     }
 }
 
-/// Lets the handlers still running finish and sends their replies, as a connection that
-/// handles one message at a time finishes its handler before it sees the close; then ends
-/// with `end`. A connection stopped at once does not wait.
+/// Lets the handlers still running finish, as a connection that handles one message at a
+/// time finishes its handler before it sees a close; then ends with `end`. At shutdown
+/// their replies are sent, and a connection stopped at once meanwhile does not wait; after
+/// the client left, the replies have nowhere to go, but the handlers' work is done.
 async fn finish<F>(running: &mut FuturesUnordered<F>, connection: &Connection, end: End) -> End
 where
     F: std::future::Future<Output = Option<String>>,
 {
+    if matches!(end, End::Peer) {
+        while running.next().await.is_some() {}
+        return end;
+    }
     while !running.is_empty() {
         let reply = tokio::select! {
             biased;
@@ -406,8 +458,9 @@ where
             Some(reply) = running.next() => reply,
         };
         if let Some(reply) = reply {
-            // After the peer left, the reply has nowhere to go; the handler's work is done.
-            let _ = connection.send_text(reply).await;
+            if connection.send_text(reply).await.is_err() {
+                return End::Closed;
+            }
         }
     }
     end
