@@ -1020,7 +1020,9 @@ mod tests {
 
     #[tokio::test]
     async fn wss_without_the_tls_feature_fails_at_once_naming_the_feature() {
-        let refused = Client::connect("WSS://127.0.0.1:9/rohrpost/").await.unwrap_err();
+        let refused = Client::connect("WSS://127.0.0.1:9/rohrpost/")
+            .await
+            .unwrap_err();
         let ClientError::Connect { reason, .. } = refused else {
             panic!("expected a connect error, got {refused:?}");
         };

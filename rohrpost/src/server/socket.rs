@@ -361,7 +361,7 @@ async fn read_loop<S: Transport>(
     let mut bucket = shared.rate_limit.map(TokenBucket::new);
     // Handlers running beside the read loop; empty unless `handlers_per_connection` > 1.
     let concurrent = shared.handlers_per_connection > 1;
-    let mut running = FuturesUnordered::new();
+    let mut running = Running::default();
     loop {
         if connection.is_closed() {
             return End::Closed;
@@ -374,7 +374,7 @@ async fn read_loop<S: Transport>(
                 }
                 return finish(&mut running, connection, End::Shutdown).await;
             }
-            Some(reply) = running.next(), if !running.is_empty() => {
+            Some(reply) = running.next(), if running.len() > 0 => {
                 if let Some(reply) = reply {
                     if connection.send_text(reply).await.is_err() {
                         return End::Closed;
@@ -439,11 +439,39 @@ async fn read_loop<S: Transport>(
     }
 }
 
+/// The handlers running beside a connection's read loop (`handlers_per_connection` > 1).
+/// The set is made at the first such handler: an empty `FuturesUnordered` allocates, and
+/// most connections never need one.
+struct Running<F>(Option<FuturesUnordered<F>>);
+
+impl<F> Default for Running<F> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<F: std::future::Future<Output = Option<String>>> Running<F> {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
+    fn push(&mut self, handler: F) {
+        self.0
+            .get_or_insert_with(FuturesUnordered::new)
+            .push(handler);
+    }
+
+    /// The next finished handler's reply; `None` when none is running.
+    async fn next(&mut self) -> Option<Option<String>> {
+        self.0.as_mut()?.next().await
+    }
+}
+
 /// Lets the handlers still running finish, as a connection that handles one message at a
 /// time finishes its handler before it sees a close; then ends with `end`. At shutdown
 /// their replies are sent, and a connection stopped at once meanwhile does not wait; after
 /// the client left, the replies have nowhere to go, but the handlers' work is done.
-async fn finish<F>(running: &mut FuturesUnordered<F>, connection: &Connection, end: End) -> End
+async fn finish<F>(running: &mut Running<F>, connection: &Connection, end: End) -> End
 where
     F: std::future::Future<Output = Option<String>>,
 {
@@ -451,7 +479,7 @@ where
         while running.next().await.is_some() {}
         return end;
     }
-    while !running.is_empty() {
+    while running.len() > 0 {
         let reply = tokio::select! {
             biased;
             _ = connection.reader_stopped() => return End::Closed,
