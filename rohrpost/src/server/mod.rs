@@ -2,6 +2,7 @@
 
 #[cfg(feature = "axum")]
 mod axum;
+mod join;
 mod socket;
 
 #[cfg(feature = "axum")]

@@ -96,7 +96,7 @@ pub(crate) async fn run<S: Transport>(
         end
     };
     let writing = write_loop(sink, connection.clone(), shared.clone());
-    let (end, ()) = futures_util::future::join(reading, writing).await;
+    let (end, ()) = super::join::join(reading, writing).await;
     // Nothing can reach the connection any more: leave its groups now, not after lingering.
     connection.stop();
     connection.groups().leave_all(&connection);

@@ -1,0 +1,164 @@
+//! Joining a connection's reader and writer in one task, polling only the side whose
+//! waker fired. A push to a thousand group members wakes a thousand writers; with a plain
+//! join, each wake-up would also poll the idle reader (its socket, its signals, its ping
+//! timer) for nothing.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures_util::task::AtomicWaker;
+use pin_project_lite::pin_project;
+
+/// One side's waker: marks the side as woken, then wakes the task.
+struct Side {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Side {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+pin_project! {
+    /// Runs both futures to completion in the calling task, like `futures::join`, but polls
+    /// each only when it was woken (both at the first poll). A struct rather than an
+    /// `async fn`, so that the two futures are stored once, in place.
+    pub(crate) struct Join<A: Future, B: Future> {
+        #[pin]
+        a: A,
+        #[pin]
+        b: B,
+        a_output: Option<A::Output>,
+        b_output: Option<B::Output>,
+        sides: [Arc<Side>; 2],
+        wakers: [Waker; 2],
+    }
+}
+
+/// Joins `a` and `b`; see [`Join`].
+pub(crate) fn join<A: Future, B: Future>(a: A, b: B) -> Join<A, B> {
+    let sides = [new_side(), new_side()];
+    let wakers = [Waker::from(sides[0].clone()), Waker::from(sides[1].clone())];
+    Join {
+        a,
+        b,
+        a_output: None,
+        b_output: None,
+        sides,
+        wakers,
+    }
+}
+
+impl<A: Future, B: Future> Future for Join<A, B> {
+    type Output = (A::Output, B::Output);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        for side in this.sides.iter() {
+            side.task.register(cx.waker());
+        }
+        if this.a_output.is_none() && this.sides[0].woken.swap(false, Ordering::AcqRel) {
+            if let Poll::Ready(output) = this.a.poll(&mut Context::from_waker(&this.wakers[0])) {
+                *this.a_output = Some(output);
+            }
+        }
+        if this.b_output.is_none() && this.sides[1].woken.swap(false, Ordering::AcqRel) {
+            if let Poll::Ready(output) = this.b.poll(&mut Context::from_waker(&this.wakers[1])) {
+                *this.b_output = Some(output);
+            }
+        }
+        match (this.a_output.take(), this.b_output.take()) {
+            (Some(a), Some(b)) => Poll::Ready((a, b)),
+            (a, b) => {
+                (*this.a_output, *this.b_output) = (a, b);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+fn new_side() -> Arc<Side> {
+    Arc::new(Side {
+        woken: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its polls; ready once `ready` is set, woken through `wake`.
+    struct Probe {
+        polls: AtomicUsize,
+        ready: AtomicBool,
+        waker: AtomicWaker,
+    }
+
+    impl Probe {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                polls: AtomicUsize::new(0),
+                ready: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+            })
+        }
+
+        async fn run(self: Arc<Self>) -> usize {
+            poll_fn(|cx| {
+                self.polls.fetch_add(1, Ordering::SeqCst);
+                self.waker.register(cx.waker());
+                if self.ready.load(Ordering::SeqCst) {
+                    Poll::Ready(self.polls.load(Ordering::SeqCst))
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await
+        }
+
+        fn finish(&self) {
+            self.ready.store(true, Ordering::SeqCst);
+            self.waker.wake();
+        }
+
+        fn nudge(&self) {
+            self.waker.wake();
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_woken_side_is_polled_and_both_outputs_come_back() {
+        let (reader, writer) = (Probe::new(), Probe::new());
+        let joined = tokio::spawn(join(reader.clone().run(), writer.clone().run()));
+        tokio::task::yield_now().await;
+        while reader.polls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Ten wake-ups of the writer: the reader is not polled again.
+        for n in 2..12 {
+            writer.nudge();
+            while writer.polls.load(Ordering::SeqCst) < n {
+                tokio::task::yield_now().await;
+            }
+        }
+        assert_eq!(reader.polls.load(Ordering::SeqCst), 1);
+        writer.finish();
+        reader.finish();
+        let (reader_polls, writer_polls) = joined.await.unwrap();
+        assert_eq!(reader_polls, 2);
+        assert_eq!(writer_polls, 12);
+    }
+}
