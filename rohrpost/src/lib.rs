@@ -44,6 +44,14 @@
 //! stays open. Errors converted with `?` are logged (with [`tracing`](https://docs.rs/tracing))
 //! and hidden from the client in the same way; [`Error::new`] sends its message.
 //!
+//! ## Cargo features
+//! None is on by default.
+//! - `sqlx`: `notify::Transaction`, notifications sent when an sqlx transaction commits.
+//! - `redis`: `RedisGroups`, groups across several servers through Redis pub/sub.
+//! - `axum`: `Endpoint`, rohrpost mounted at a route of an axum app.
+//! - `client`: `client::Client`, the Rust counterpart of rohrpost.js.
+//! - `client-tls`: `wss://` for the client (rustls with the ring provider).
+//!
 //! ## Linking
 //! Registration uses [`inventory`](https://docs.rs/inventory): a handler defined in a
 //! library crate that the program never references may not be linked in, and is then
