@@ -7,7 +7,7 @@
 //!
 //! Implement [`Notify`] (or derive it, see [`derive@Notify`]) to say which group and which
 //! data; then send with [`Groups::notify`] at once, or through an [`Outbox`] (or, with the
-//! `sqlx` feature, a [`Transaction`]) that sends only when the database transaction commits.
+//! `sqlx` feature, a `Transaction`) that sends only when the database transaction commits.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -87,7 +87,7 @@ pub enum ServerError {
 /// | --- | --- | --- |
 /// | [`path`](Self::path) | `/rohrpost/` | other paths: HTTP 404 at the handshake |
 /// | [`max_message_size`](Self::max_message_size) | 1 MiB | close code 1009 |
-/// | [`outbound_queue`](Self::outbound_queue) | 1024 messages | [`Connection::try_send`] fails when full, and the client is closed with 1008 |
+/// | [`outbound_queue`](Self::outbound_queue) | 1024 messages | [`Connection::try_send`](crate::Connection::try_send) fails when full, and the client is closed with 1008 |
 /// | [`write_timeout`](Self::write_timeout) | 10 s | close code 1008 when the client reads nothing that long while messages wait |
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | connection dropped; the authentication hook has its own 10 s, then HTTP 503 |
 /// | request head ([`MAX_REQUEST_HEAD`]) | 16 KiB | HTTP 431 at the handshake |
@@ -210,9 +210,9 @@ impl ServerBuilder {
     }
 
     /// How many messages may wait to be written to one client (default 1024). When the queue
-    /// is full, [`Connection::try_send`] (and so a group send) fails with
+    /// is full, [`Connection::try_send`](crate::Connection::try_send) (and so a group send) fails with
     /// [`SendError::QueueFull`](crate::SendError::QueueFull) and the connection is closed with
-    /// code 1008; [`Connection::send`] and replies wait for room, up to the
+    /// code 1008; [`Connection::send`](crate::Connection::send) and replies wait for room, up to the
     /// [`write_timeout`](Self::write_timeout).
     pub fn outbound_queue(mut self, messages: usize) -> Self {
         self.outbound_queue = messages;
@@ -244,7 +244,7 @@ impl ServerBuilder {
 
     /// How long a client may go without taking anything from the socket while messages wait
     /// for it (default 10 s). Then it is disconnected with close code 1008 ("outbound queue
-    /// full: the client is not reading"); [`Connection::send`] waits at most this long for
+    /// full: the client is not reading"); [`Connection::send`](crate::Connection::send) waits at most this long for
     /// room in the queue.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
