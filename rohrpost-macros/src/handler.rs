@@ -7,27 +7,23 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, ReturnType, Token, Type};
+use syn::{Expr, ExprLit, FnArg, ItemFn, Lit, LitStr, Path, ReturnType, Token, Type};
 
 /// More arguments than this and the call would be unreadable anyway.
 const MAX_ARGUMENTS: usize = 12;
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let function: ItemFn = syn::parse2(item)?;
-    let names = parse_names(args, &function)?;
+    let (names, krate) = parse_args(args, &function)?;
     validate(&function)?;
-    Ok(generate(&function, &names))
+    Ok(generate(&function, &names, krate.as_ref()))
 }
 
-/// The message types: string literals, or the function's own name when none are given.
-fn parse_names(args: TokenStream, function: &ItemFn) -> syn::Result<Vec<LitStr>> {
+/// The message types (string literals, or the function's own name when none are given) and
+/// the `crate = "path"` option.
+fn parse_args(args: TokenStream, function: &ItemFn) -> syn::Result<(Vec<LitStr>, Option<Path>)> {
     let exprs = Punctuated::<Expr, Token![,]>::parse_terminated.parse2(args)?;
-    if exprs.is_empty() {
-        let ident = &function.sig.ident;
-        let name = ident.to_string();
-        let name = name.strip_prefix("r#").unwrap_or(&name);
-        return Ok(vec![LitStr::new(name, ident.span())]);
-    }
+    let mut krate = None;
     let mut seen = HashSet::new();
     let mut names = Vec::with_capacity(exprs.len());
     for expr in exprs {
@@ -36,6 +32,16 @@ fn parse_names(args: TokenStream, function: &ItemFn) -> syn::Result<Vec<LitStr>>
                 lit: Lit::Str(name),
                 ..
             }) => name,
+            Expr::Assign(assign) if is_crate_keyword(&assign.left) => {
+                if krate.is_some() {
+                    return Err(syn::Error::new_spanned(
+                        assign.left,
+                        "`crate` is given twice",
+                    ));
+                }
+                krate = Some(crate_path(&assign.right)?);
+                continue;
+            }
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
@@ -58,7 +64,35 @@ fn parse_names(args: TokenStream, function: &ItemFn) -> syn::Result<Vec<LitStr>>
         }
         names.push(name);
     }
-    Ok(names)
+    if names.is_empty() {
+        let ident = &function.sig.ident;
+        let name = ident.to_string();
+        let name = name.strip_prefix("r#").unwrap_or(&name);
+        names.push(LitStr::new(name, ident.span()));
+    }
+    Ok((names, krate))
+}
+
+fn is_crate_keyword(expr: &Expr) -> bool {
+    matches!(expr, Expr::Path(path) if path.qself.is_none() && path.path.is_ident("crate"))
+}
+
+/// The path of `crate = "path"`: where the `rohrpost` crate is, when it was renamed or is
+/// re-exported.
+fn crate_path(value: &Expr) -> syn::Result<Path> {
+    let wrong = || {
+        syn::Error::new_spanned(
+            value,
+            "`crate` takes the path to rohrpost as a string, like `crate = \"::my_rohrpost\"`",
+        )
+    };
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(path),
+            ..
+        }) => path.parse().map_err(|_| wrong()),
+        _ => Err(wrong()),
+    }
 }
 
 /// Everything the runtime cannot call, reported at the token at fault.
@@ -135,44 +169,52 @@ fn validate_argument_type(ty: &Type) -> syn::Result<()> {
     }
 }
 
-fn generate(function: &ItemFn, names: &[LitStr]) -> TokenStream {
+fn generate(function: &ItemFn, names: &[LitStr], krate_path: Option<&Path>) -> TokenStream {
+    let krate = crate::krate(krate_path, Span::call_site());
     let ident = &function.sig.ident;
     let function_name = names_function(ident);
     let arguments: Vec<_> = (0..function.sig.inputs.len())
         .map(|i| format_ident!("__rohrpost_arg{}", i))
         .collect();
     let last = function.sig.inputs.len().saturating_sub(1);
-    let extractions = function.sig.inputs.iter().zip(&arguments).enumerate().map(
-        |(index, (input, argument))| {
-            let FnArg::Typed(arg) = input else {
-                unreachable!("validated: no receivers")
-            };
-            let ty = &arg.ty;
-            // The last argument may take parts of the request by value.
-            let extract = if index == last {
-                quote_spanned! {ty.span()=>
-                    ::rohrpost::__private::extract_last::<#ty>(&mut __rohrpost_cx)
-                }
-            } else {
-                quote_spanned! {ty.span()=>
-                    ::rohrpost::__private::extract::<#ty>(&__rohrpost_cx)
-                }
-            };
-            // Spanned at the type, so that a type that is not an extractor is reported there.
-            quote_spanned! {ty.span()=>
-                let #argument: #ty = match #extract {
-                    ::core::result::Result::Ok(value) => value,
-                    ::core::result::Result::Err(error) => return ::rohrpost::Reply::error(error),
+    let extractions =
+        function
+            .sig
+            .inputs
+            .iter()
+            .zip(&arguments)
+            .enumerate()
+            .map(|(index, (input, argument))| {
+                let FnArg::Typed(arg) = input else {
+                    unreachable!("validated: no receivers")
                 };
-            }
-        },
-    );
+                let ty = &arg.ty;
+                let krate = crate::krate(krate_path, ty.span());
+                // The last argument may take parts of the request by value.
+                let extract = if index == last {
+                    quote_spanned! {ty.span()=>
+                        #krate::__private::extract_last::<#ty>(&mut __rohrpost_cx)
+                    }
+                } else {
+                    quote_spanned! {ty.span()=>
+                        #krate::__private::extract::<#ty>(&__rohrpost_cx)
+                    }
+                };
+                // Spanned at the type, so that a type that is not an extractor is reported there.
+                quote_spanned! {ty.span()=>
+                    let #argument: #ty = match #extract {
+                        ::core::result::Result::Ok(value) => value,
+                        ::core::result::Result::Err(error) => return #krate::Reply::error(error),
+                    };
+                }
+            });
     let output_span = match &function.sig.output {
         ReturnType::Default => ident.span(),
         ReturnType::Type(_, ty) => ty.span(),
     };
+    let krate_at_output = crate::krate(krate_path, output_span);
     let reply = quote_spanned! {output_span=>
-        ::rohrpost::__private::into_reply(__rohrpost_output, &__rohrpost_cx)
+        #krate_at_output::__private::into_reply(__rohrpost_output, &__rohrpost_cx)
     };
     let boxed = quote_spanned! {ident.span()=>
         ::std::boxed::Box::pin(__rohrpost_future)
@@ -184,8 +226,8 @@ fn generate(function: &ItemFn, names: &[LitStr]) -> TokenStream {
         const _: () = {
             #[allow(unused_mut)]
             fn __rohrpost_call(
-                mut __rohrpost_cx: ::rohrpost::RequestContext,
-            ) -> ::rohrpost::__private::BoxFuture<'static, ::rohrpost::Reply> {
+                mut __rohrpost_cx: #krate::RequestContext,
+            ) -> #krate::__private::BoxFuture<'static, #krate::Reply> {
                 let __rohrpost_future = async move {
                     #(#extractions)*
                     let __rohrpost_output = #ident(#(#arguments),*).await;
@@ -194,8 +236,8 @@ fn generate(function: &ItemFn, names: &[LitStr]) -> TokenStream {
                 #boxed
             }
 
-            ::rohrpost::__private::inventory::submit! {
-                ::rohrpost::__private::HandlerEntry::new(
+            #krate::__private::inventory::submit! {
+                #krate::__private::HandlerEntry::new(
                     &[#(#names),*],
                     ::core::concat!(::core::module_path!(), "::", #function_name),
                     __rohrpost_call,

@@ -6,6 +6,15 @@ use proc_macro::TokenStream;
 mod handler;
 mod notify;
 
+/// The path to the rohrpost crate in generated code: `::rohrpost`, spanned where the code
+/// it starts is reported, or the user's `crate = "path"`.
+fn krate(path: Option<&syn::Path>, span: proc_macro2::Span) -> proc_macro2::TokenStream {
+    match path {
+        Some(path) => quote::quote!(#path),
+        None => quote::quote_spanned!(span=> ::rohrpost),
+    }
+}
+
 /// Registers an `async fn` as a rohrpost handler; see `rohrpost::rohrpost_handler`.
 #[proc_macro_attribute]
 pub fn rohrpost_handler(args: TokenStream, item: TokenStream) -> TokenStream {

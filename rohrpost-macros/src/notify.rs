@@ -16,6 +16,8 @@ struct Options {
     /// Where `serialize` was written, for errors about a missing `Serialize`.
     serialize: Option<Span>,
     always_send: Option<LitBool>,
+    /// `crate = "path"`: where the `rohrpost` crate is, when renamed or re-exported.
+    krate: Option<Path>,
 }
 
 pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
@@ -53,10 +55,18 @@ fn parse_options(input: &DeriveInput) -> syn::Result<Options> {
                 options.serialize = Some(meta.path.span());
             } else if meta.path.is_ident("always_send") {
                 options.always_send = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("crate") {
+                let path: LitStr = meta.value()?.parse()?;
+                options.krate = Some(path.parse().map_err(|_| {
+                    syn::Error::new(
+                        path.span(),
+                        "`crate` takes the path to rohrpost, like `crate = \"::my_rohrpost\"`",
+                    )
+                })?);
             } else {
                 return Err(meta.error(
                     "unknown rohrpost attribute: expected `pk`, `name`, `group`, \
-                     `group_name`, `data`, `serialize` or `always_send`",
+                     `group_name`, `data`, `serialize`, `always_send` or `crate`",
                 ));
             }
             Ok(())
@@ -114,6 +124,7 @@ fn validate(input: &DeriveInput, options: &Options) -> syn::Result<Ident> {
 
 fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
     let ident = &input.ident;
+    let krate = crate::krate(options.krate.as_ref(), Span::call_site());
     let (impl_generics, type_generics, where_clause) = input.generics.split_for_impl();
     let type_name = options
         .name
@@ -123,13 +134,13 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
     // The method beats the template, as in the original.
     let group_name = match (&options.group_name, &options.group) {
         (Some(path), _) => Some(quote! {
-            fn group_name(&self, change: ::rohrpost::notify::Change) -> ::std::string::String {
+            fn group_name(&self, change: #krate::notify::Change) -> ::std::string::String {
                 #path(self, change)
             }
         }),
         (None, Some(template)) => Some(quote! {
-            fn group_name(&self, _change: ::rohrpost::notify::Change) -> ::std::string::String {
-                ::rohrpost::notify::fill_template(#template, &::rohrpost::notify::Notify::pk(self))
+            fn group_name(&self, _change: #krate::notify::Change) -> ::std::string::String {
+                #krate::notify::fill_template(#template, &#krate::notify::Notify::pk(self))
             }
         }),
         (None, None) => None,
@@ -140,19 +151,20 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
             fn notification_data(
                 &self,
                 updated_fields: ::core::option::Option<&[&str]>,
-                change: ::rohrpost::notify::Change,
-            ) -> ::rohrpost::__private::serde_json::Value {
+                change: #krate::notify::Change,
+            ) -> #krate::__private::serde_json::Value {
                 #path(self, updated_fields, change)
             }
         }),
         (None, Some(span)) => {
-            let serialized = quote_spanned! {span=> ::rohrpost::__private::serialized_or_pk(self) };
+            let krate = crate::krate(options.krate.as_ref(), span);
+            let serialized = quote_spanned! {span=> #krate::__private::serialized_or_pk(self) };
             Some(quote! {
                 fn notification_data(
                     &self,
                     _updated_fields: ::core::option::Option<&[&str]>,
-                    _change: ::rohrpost::notify::Change,
-                ) -> ::rohrpost::__private::serde_json::Value {
+                    _change: #krate::notify::Change,
+                ) -> #krate::__private::serde_json::Value {
                     #serialized
                 }
             })
@@ -167,9 +179,9 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
         }
     });
     quote! {
-        impl #impl_generics ::rohrpost::notify::Notify for #ident #type_generics #where_clause {
-            fn pk(&self) -> ::rohrpost::__private::serde_json::Value {
-                ::rohrpost::__private::to_pk(&self.#pk)
+        impl #impl_generics #krate::notify::Notify for #ident #type_generics #where_clause {
+            fn pk(&self) -> #krate::__private::serde_json::Value {
+                #krate::__private::to_pk(&self.#pk)
             }
 
             fn type_name(&self) -> ::std::borrow::Cow<'static, str> {

@@ -119,6 +119,22 @@ pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 ///     "hello"
 /// }
 /// ```
+///
+/// The generated code names the crate `::rohrpost`. When it is renamed in `Cargo.toml`, or
+/// reached through another crate's re-export, say where it is with `crate = "path"` (as
+/// serde's `#[serde(crate = "...")]`; `#[derive(Notify)]` takes `#[rohrpost(crate = "...")]`):
+///
+/// ```
+/// mod web {
+///     pub use ::rohrpost::*; // stands in for `pub use rohrpost;` in a framework crate
+/// }
+///
+/// #[web::rohrpost_handler("echo", crate = "crate::web")]
+/// async fn echo(web::Data(text): web::Data<String>) -> String {
+///     text
+/// }
+/// # fn main() {}
+/// ```
 pub use rohrpost_macros::rohrpost_handler;
 
 /// The names most handlers need: `use rohrpost::prelude::*;`.

@@ -50,6 +50,7 @@ impl Change {
 /// | `data = "path"` | a `fn(&Self, Option<&[&str]>, Change) -> Value`; beats `serialize` | |
 /// | `serialize` | push the type's own `Serialize` form | `{"id": pk}` |
 /// | `always_send = false` | skip updates whose updated fields are not in the data | `true` |
+/// | `crate = "path"` | where the rohrpost crate is, when renamed or re-exported | `"::rohrpost"` |
 ///
 /// ```
 /// use rohrpost::notify::{Change, Notify};

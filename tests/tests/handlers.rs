@@ -31,6 +31,16 @@ async fn optional(Data(value): Data<Option<String>>) -> String {
 #[rohrpost_handler("ack")]
 async fn ack() {}
 
+/// rohrpost reached through another path, as after a rename in Cargo.toml.
+mod shim {
+    pub use ::rohrpost::*;
+}
+
+#[rohrpost_handler("through_shim", crate = "crate::shim")]
+async fn through_shim(shim::Data(text): shim::Data<String>) -> String {
+    text.to_uppercase()
+}
+
 #[rohrpost_handler("silent")]
 async fn silent() -> NoReply {
     NoReply
@@ -124,6 +134,18 @@ async fn data_is_decoded_and_every_name_reaches_the_handler() {
             .call(json!({"id": 2, "type": "add", "data": {"a": i64::MAX, "b": 1}}))
             .await,
         json!({"id": 2, "type": "add", "error": "Overflow."})
+    );
+}
+
+#[tokio::test]
+async fn a_handler_with_a_crate_path_is_registered_and_served() {
+    let server = start().await;
+    let mut client = server.client().await;
+    assert_eq!(
+        client
+            .call(json!({"id": 1, "type": "through_shim", "data": "shout"}))
+            .await,
+        json!({"id": 1, "type": "through_shim", "data": "SHOUT"})
     );
 }
 
