@@ -45,7 +45,8 @@ fn parse_args(args: TokenStream, function: &ItemFn) -> syn::Result<(Vec<LitStr>,
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
-                    "a handler name must be a string literal, like `\"ping\"`",
+                    "a handler name must be a string literal, like `\"ping\"` \
+                     (the one option is `crate = \"path\"`)",
                 ))
             }
         };
@@ -171,6 +172,7 @@ fn validate_argument_type(ty: &Type) -> syn::Result<()> {
 
 fn generate(function: &ItemFn, names: &[LitStr], krate_path: Option<&Path>) -> TokenStream {
     let krate = crate::krate(krate_path, Span::call_site());
+    let alias = crate::crate_alias(krate_path);
     let ident = &function.sig.ident;
     let function_name = names_function(ident);
     let arguments: Vec<_> = (0..function.sig.inputs.len())
@@ -224,6 +226,7 @@ fn generate(function: &ItemFn, names: &[LitStr], krate_path: Option<&Path>) -> T
 
         #[doc(hidden)]
         const _: () = {
+            #alias
             #[allow(unused_mut)]
             fn __rohrpost_call(
                 mut __rohrpost_cx: #krate::RequestContext,

@@ -6,12 +6,24 @@ use proc_macro::TokenStream;
 mod handler;
 mod notify;
 
-/// The path to the rohrpost crate in generated code: `::rohrpost`, spanned where the code
-/// it starts is reported, or the user's `crate = "path"`.
+/// The path to the rohrpost crate in generated code, spanned where the code it starts is
+/// reported: `::rohrpost`, or the alias [`crate_alias`] makes of the user's `crate = "path"`.
 fn krate(path: Option<&syn::Path>, span: proc_macro2::Span) -> proc_macro2::TokenStream {
     match path {
-        Some(path) => quote::quote!(#path),
+        Some(_) => quote::quote_spanned!(span=> __rohrpost_crate),
         None => quote::quote_spanned!(span=> ::rohrpost),
+    }
+}
+
+/// `use path as __rohrpost_crate;` for a `crate = "path"`, so that a path that does not
+/// resolve is reported once, at the string; nothing for the default.
+fn crate_alias(path: Option<&syn::Path>) -> proc_macro2::TokenStream {
+    match path {
+        Some(path) => {
+            let span = syn::spanned::Spanned::span(path);
+            quote::quote_spanned!(span=> use #path as __rohrpost_crate;)
+        }
+        None => proc_macro2::TokenStream::new(),
     }
 }
 

@@ -56,6 +56,9 @@ fn parse_options(input: &DeriveInput) -> syn::Result<Options> {
             } else if meta.path.is_ident("always_send") {
                 options.always_send = Some(meta.value()?.parse()?);
             } else if meta.path.is_ident("crate") {
+                if options.krate.is_some() {
+                    return Err(meta.error("`crate` is given twice"));
+                }
                 let path: LitStr = meta.value()?.parse()?;
                 options.krate = Some(path.parse().map_err(|_| {
                     syn::Error::new(
@@ -178,7 +181,7 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
             }
         }
     });
-    quote! {
+    let implementation = quote! {
         impl #impl_generics #krate::notify::Notify for #ident #type_generics #where_clause {
             fn pk(&self) -> #krate::__private::serde_json::Value {
                 #krate::__private::to_pk(&self.#pk)
@@ -192,5 +195,18 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
             #data
             #always_send
         }
+    };
+    match &options.krate {
+        // The alias lives in a block of its own, beside the implementation.
+        Some(path) => {
+            let alias = crate::crate_alias(Some(path));
+            quote! {
+                const _: () = {
+                    #alias
+                    #implementation
+                };
+            }
+        }
+        None => implementation,
     }
 }

@@ -249,18 +249,24 @@ async fn malformed_and_oversized_handshake_requests_get_clear_http_errors() {
 #[tokio::test]
 async fn a_request_trickled_a_byte_at_a_time_is_read() {
     let server = TestServer::start().await;
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    for byte in upgrade_request("/rohrpost/", "").bytes() {
-        stream.write_all(&[byte]).await.unwrap();
-        tokio::time::sleep(Duration::from_micros(200)).await;
+    // With CRLF line ends, and with bare LF ones (which HTTP parsers accept too).
+    for request in [
+        upgrade_request("/rohrpost/", ""),
+        upgrade_request("/rohrpost/", "").replace("\r\n", "\n"),
+    ] {
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        for byte in request.bytes() {
+            stream.write_all(&[byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let mut head = [0; 12];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101", "{request:?}");
     }
-    let mut head = [0; 12];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head))
-        .await
-        .expect("an answer")
-        .unwrap();
-    assert_eq!(&head, b"HTTP/1.1 101");
 }
 
 #[tokio::test]

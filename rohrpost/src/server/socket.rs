@@ -263,7 +263,6 @@ enum ReadError {
 /// parsed only once its end (an empty line) has arrived, so a client that trickles bytes
 /// costs a scan of the new ones, not a parse of the whole buffer per read.
 async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), ReadError> {
-    const END_OF_HEAD: &[u8] = b"\r\n\r\n";
     let mut buffer = Vec::with_capacity(1024);
     loop {
         let room = MAX_REQUEST_HEAD - buffer.len();
@@ -273,7 +272,9 @@ async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Read
                 format!("the handshake request head is over {MAX_REQUEST_HEAD} bytes"),
             )));
         }
-        let scanned = buffer.len().saturating_sub(END_OF_HEAD.len() - 1);
+        // The head ends at an empty line: "\n\n" or "\n\r\n" (as httparse accepts), which
+        // may straddle two reads.
+        let scanned = buffer.len().saturating_sub(2);
         buffer.reserve(room.min(1024));
         let read = (&mut *stream)
             .take(room as u64)
@@ -286,9 +287,9 @@ async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Read
                 "the client closed before finishing its handshake request",
             )));
         }
-        let complete = buffer[scanned..]
-            .windows(END_OF_HEAD.len())
-            .any(|window| window == END_OF_HEAD);
+        let tail = &buffer[scanned..];
+        let complete = tail.windows(2).any(|window| window == b"\n\n")
+            || tail.windows(3).any(|window| window == b"\n\r\n");
         // Not HTTP at all shows in the first bytes: no need to wait for the empty line.
         if !complete && scanned > 0 {
             continue;

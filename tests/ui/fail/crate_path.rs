@@ -18,4 +18,20 @@ struct Todo {
     id: i64,
 }
 
+#[derive(rohrpost::notify::Notify)]
+#[rohrpost(crate = "::rohrpost", crate = "::rohrpost")]
+struct Twice {
+    id: i64,
+}
+
+mod shim {
+    pub use ::rohrpost::*;
+}
+
+// Through a crate path, an argument that is not an extractor is still reported at its type.
+#[rohrpost_handler("d", crate = "crate::shim")]
+async fn not_extractable(number: u32) -> u32 {
+    number
+}
+
 fn main() {}
