@@ -95,6 +95,13 @@ pub enum ClientError {
         /// serde's reason.
         reason: String,
     },
+    /// The data given to send could not be turned into JSON (a map with non-string keys,
+    /// say, or a `Serialize` impl that fails).
+    #[error("cannot encode the data to send as JSON: {reason}")]
+    Encode {
+        /// serde's reason.
+        reason: String,
+    },
 }
 
 /// The connection's state, for UIs and logs.
@@ -191,6 +198,7 @@ impl ClientBuilder {
         let socket = open(&settings).await?;
         let (commands, requests) = mpsc::unbounded_channel();
         let (report, state) = watch::channel(ConnectionState::Connected);
+        let next_id = Arc::new(AtomicU64::new(1));
         let driver = Driver {
             settings: settings.clone(),
             requests,
@@ -201,14 +209,14 @@ impl ClientBuilder {
             resubscribing: HashMap::new(),
             waiting: Vec::new(),
             incoming: None,
-            next_id: 1_000_000_000,
+            next_id: next_id.clone(),
         };
         tokio::spawn(driver.run(socket));
         Ok(Client {
             shared: Arc::new(Shared {
                 commands,
                 state,
-                next_id: AtomicU64::new(1),
+                next_id,
                 call_timeout: settings.call_timeout,
             }),
         })
@@ -241,7 +249,7 @@ pub struct Client {
 struct Shared {
     commands: mpsc::UnboundedSender<Command>,
     state: watch::Receiver<ConnectionState>,
-    next_id: AtomicU64,
+    next_id: Arc<AtomicU64>,
     call_timeout: Duration,
 }
 
@@ -411,8 +419,7 @@ impl fmt::Debug for Client {
 }
 
 fn to_data(data: impl Serialize) -> Result<Option<Value>, ClientError> {
-    let value = serde_json::to_value(data).map_err(|e| ClientError::Decode {
-        what: "the data to send",
+    let value = serde_json::to_value(data).map_err(|e| ClientError::Encode {
         reason: e.to_string(),
     })?;
     Ok((!value.is_null()).then_some(value))
@@ -588,8 +595,9 @@ struct Driver {
     /// Calls and subscribes made while offline, sent once connected.
     waiting: Vec<Command>,
     incoming: Option<mpsc::UnboundedSender<Value>>,
-    /// Ids for the driver's own pings and re-subscriptions, apart from the callers'.
-    next_id: u64,
+    /// The request ids, shared with the callers: the driver's own pings and
+    /// re-subscriptions take theirs from the same counter, so no two requests share an id.
+    next_id: Arc<AtomicU64>,
 }
 
 /// The most commands kept while offline; more fail at once with `Disconnected`.
@@ -733,9 +741,8 @@ impl Driver {
         });
     }
 
-    fn own_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
+    fn own_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     fn frame(&self, id: u64, message_type: &str, data: Option<Value>) -> Frame {

@@ -130,6 +130,9 @@ impl Outbound {
         let mut queue = self.lock();
         let was_full = queue.items.len() >= self.capacity;
         let item = queue.items.pop_front();
+        // After a burst the queue may hold up to twice its capacity: waiting senders are
+        // woken only by the pop that brings it back under capacity, not by every pop.
+        let made_room = was_full && queue.items.len() < self.capacity;
         if queue.items.len() < self.capacity {
             queue.full_since = None;
         }
@@ -137,7 +140,7 @@ impl Outbound {
             queue.items = VecDeque::new();
         }
         drop(queue);
-        if was_full && item.is_some() {
+        if made_room {
             self.room.notify_waiters();
         }
         item

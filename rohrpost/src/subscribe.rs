@@ -42,10 +42,7 @@ impl GroupObject {
     /// assert_eq!(named.group_name(), "board-main");
     /// ```
     pub fn group_name(&self) -> String {
-        match &self.id {
-            Value::String(id) => format!("{}-{id}", self.object_type),
-            id => format!("{}-{id}", self.object_type),
-        }
+        format!("{}-{}", self.object_type, crate::notify::pk_text(&self.id))
     }
 }
 

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rohrpost::prelude::*;
-use rohrpost::SendError;
+use rohrpost::{SendError, ServerBuilder};
 use serde_json::json;
 use tests::{Client, Event, TestServer};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
@@ -418,4 +418,36 @@ async fn shutdown_drops_handlers_still_running_after_the_timeout() {
     server.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(stuck.next_event().await, Event::Ended);
+}
+
+#[tokio::test]
+async fn every_setting_out_of_range_is_refused_at_bind_naming_it() {
+    let zero = Duration::ZERO;
+    let cases: Vec<(ServerBuilder, &str)> = vec![
+        (
+            Server::builder().path("rohrpost/"),
+            "path must start with '/'",
+        ),
+        (Server::builder().rate_limit(0.0, 10), "rate limit"),
+        (Server::builder().rate_limit(10.0, 0), "rate limit"),
+        (Server::builder().ping(zero, Duration::from_secs(1)), "ping"),
+        (Server::builder().outbound_queue(0), "outbound_queue"),
+        (Server::builder().max_message_size(0), "max_message_size"),
+        (
+            Server::builder().handshake_timeout(zero),
+            "handshake_timeout",
+        ),
+        (Server::builder().write_timeout(zero), "write_timeout"),
+        (Server::builder().close_timeout(zero), "close_timeout"),
+        (Server::builder().handler_timeout(zero), "handler_timeout"),
+    ];
+    for (builder, named) in cases {
+        match builder.bind("127.0.0.1:0").await {
+            Err(rohrpost::ServerError::InvalidConfig(message)) => {
+                assert!(message.contains(named), "{message:?} should name {named:?}")
+            }
+            Err(other) => panic!("expected InvalidConfig naming {named:?}, got {other}"),
+            Ok(_) => panic!("a setting breaking {named:?} was accepted"),
+        }
+    }
 }

@@ -163,18 +163,17 @@ impl GroupLayer for RedisGroups {
         connection: &'a Connection,
     ) -> BoxFuture<'a, Result<(), GroupError>> {
         Box::pin(async move {
-            let first = self.local.member_count(group) == 0;
             self.local.add(group, connection);
-            if first {
-                // Wait (boundedly) for the channel subscription, so that messages sent right
-                // after the join reply are not missed. If Redis is down, the member is
-                // still joined locally and the channel is subscribed on reconnection.
-                if tokio::time::timeout(self.timeout, self.sync(group))
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(group, "Redis did not confirm the subscription in time; local delivery only until it does");
-                }
+            // Wait (boundedly) for the channel subscription, so that messages sent right
+            // after the join reply are not missed: also when another member's subscribe is
+            // still in flight (requests are applied in order, and one for a group already
+            // subscribed is answered at once). If Redis is down, the member is still joined
+            // locally and the channel is subscribed on reconnection.
+            if tokio::time::timeout(self.timeout, self.sync(group))
+                .await
+                .is_err()
+            {
+                tracing::warn!(group, "Redis did not confirm the subscription in time; local delivery only until it does");
             }
             Ok(())
         })

@@ -137,7 +137,7 @@ impl Endpoint {
             .shutting_down
             .load(std::sync::atomic::Ordering::Acquire)
         {
-            return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+            return (StatusCode::SERVICE_UNAVAILABLE, socket::SHUTTING_DOWN).into_response();
         }
         let peer = request
             .extensions()
@@ -153,16 +153,7 @@ impl Endpoint {
         };
         let accepted = match socket::check_request(&self.shared, handshake, over_capacity).await {
             Ok(accepted) => accepted,
-            Err(Refused {
-                status,
-                reason,
-                counter,
-            }) => {
-                if let Some(counter) = counter {
-                    self.metrics.add(counter);
-                }
-                return (status, reason).into_response();
-            }
+            Err(Refused { status, reason }) => return (status, reason).into_response(),
         };
         let upgrade = hyper::upgrade::on(&mut request);
         let shared = self.shared.clone();

@@ -403,6 +403,17 @@ impl ServerBuilder {
                 "the ping interval and timeout must be longer than zero".into(),
             ));
         }
+        let timeouts = [
+            ("handshake_timeout", self.handshake_timeout),
+            ("write_timeout", self.write_timeout),
+            ("close_timeout", self.close_timeout),
+            ("handler_timeout", self.handler_timeout),
+        ];
+        if let Some((name, _)) = timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
+            return Err(ServerError::InvalidConfig(format!(
+                "{name} must be longer than zero"
+            )));
+        }
         if self.handlers_per_connection == 0 {
             return Err(ServerError::InvalidConfig(
                 "handlers_per_connection must be at least 1".into(),

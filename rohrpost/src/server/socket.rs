@@ -115,11 +115,10 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Why a handshake was refused: the HTTP status, a reason, and the counter to bump.
+/// Why a handshake was refused: the HTTP status and a reason for the client.
 pub(crate) struct Refused {
     pub(crate) status: StatusCode,
     pub(crate) reason: String,
-    pub(crate) counter: Option<Counter>,
 }
 
 impl Refused {
@@ -127,38 +126,37 @@ impl Refused {
         Self {
             status,
             reason: reason.into(),
-            counter: None,
         }
     }
 }
 
 /// The checks on a handshake request, in order: capacity (503), origin (403), the
 /// authentication hook (401/403, or 503 when it outlasts the handshake timeout), and
-/// whether the server began shutting down meanwhile (503). The path is checked by whoever
-/// routes the request.
+/// whether the server began shutting down meanwhile (503). Each refusal is counted here.
+/// The path is checked by whoever routes the request.
 pub(crate) async fn check_request(
     shared: &Shared,
     handshake: Handshake,
     over_capacity: bool,
 ) -> Result<Accept, Refused> {
+    let refuse = |counter: Counter, status: StatusCode, reason: String| {
+        shared.metrics.add(counter);
+        Err(Refused::new(status, reason))
+    };
     if over_capacity {
-        return Err(Refused {
-            counter: Some(Counter::RefusedCapacity),
-            ..Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many connections; try again later",
-            )
-        });
+        return refuse(
+            Counter::RefusedCapacity,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections; try again later".into(),
+        );
     }
     if let (Some(allowed), Some(origin)) = (&shared.allowed_origins, handshake.origin()) {
         if !allowed.iter().any(|a| a == origin) {
-            return Err(Refused {
-                counter: Some(Counter::RefusedOrigin),
-                ..Refused::new(
-                    StatusCode::FORBIDDEN,
-                    format!("origin {origin} is not allowed"),
-                )
-            });
+            return refuse(
+                Counter::RefusedOrigin,
+                StatusCode::FORBIDDEN,
+                format!("origin {origin} is not allowed"),
+            );
         }
     }
     let Some(authenticate) = &shared.authenticate else {
@@ -168,34 +166,27 @@ pub(crate) async fn check_request(
     let verdict = tokio::time::timeout(shared.handshake_timeout, authenticate.call(handshake));
     let accepted = match verdict.await {
         Ok(Ok(accepted)) => accepted,
-        Ok(Err(Refusal { status, reason })) => {
-            return Err(Refused {
-                counter: Some(Counter::RefusedAuth),
-                ..Refused::new(status, reason)
-            })
-        }
+        Ok(Err(Refusal { status, reason })) => return refuse(Counter::RefusedAuth, status, reason),
         Err(_) => {
             tracing::warn!(%peer, timeout = ?shared.handshake_timeout, "the authentication hook timed out");
-            return Err(Refused {
-                counter: Some(Counter::AuthTimeouts),
-                ..Refused::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "authentication timed out; try again later",
-                )
-            });
+            return refuse(
+                Counter::AuthTimeouts,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "authentication timed out; try again later".into(),
+            );
         }
     };
     if shared
         .shutting_down
         .load(std::sync::atomic::Ordering::Acquire)
     {
-        return Err(Refused::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        ));
+        return Err(Refused::new(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN));
     }
     Ok(accepted)
 }
+
+/// What a handshake that arrives during shutdown is told, with HTTP 503.
+pub(crate) const SHUTTING_DOWN: &str = "the server is shutting down; try again later";
 
 /// The handshake over TCP: read the request, let tungstenite validate it (400), check the
 /// path (404), then [`check_request`], and answer with 101 or the refusal. Reading the
@@ -211,9 +202,7 @@ async fn handshake(
     let deadline = Instant::now() + shared.handshake_timeout;
     let (request, rest) = match timeout_at(deadline, read_request(&mut stream)).await {
         Ok(Ok(read)) => read,
-        Ok(Err(ReadError::Refused(refused))) => {
-            return Err(answer_refusal(stream, refused, shared).await)
-        }
+        Ok(Err(ReadError::Refused(refused))) => return Err(answer_refusal(stream, refused).await),
         Ok(Err(ReadError::Io(error))) => return Err(error.to_string()),
         Err(_) => return Err("handshake timed out".to_owned()),
     };
@@ -221,13 +210,13 @@ async fn handshake(
         Ok(response) => response,
         Err(error) => {
             let refused = Refused::new(StatusCode::BAD_REQUEST, error.to_string());
-            return Err(answer_refusal(stream, refused, shared).await);
+            return Err(answer_refusal(stream, refused).await);
         }
     };
     if request.uri().path() != shared.path && !over_capacity {
         let reason = format!("no rohrpost endpoint at {}", request.uri().path());
         let refused = Refused::new(StatusCode::NOT_FOUND, reason);
-        return Err(answer_refusal(stream, refused, shared).await);
+        return Err(answer_refusal(stream, refused).await);
     }
     let (parts, ()) = request.into_parts();
     let handshake = Handshake {
@@ -237,7 +226,7 @@ async fn handshake(
     };
     let accepted = match check_request(shared, handshake, over_capacity).await {
         Ok(accepted) => accepted,
-        Err(refused) => return Err(answer_refusal(stream, refused, shared).await),
+        Err(refused) => return Err(answer_refusal(stream, refused).await),
     };
     let mut head = Vec::with_capacity(160);
     write_response(&mut head, &response).map_err(|error| error.to_string())?;
@@ -311,11 +300,8 @@ async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Read
 /// closing the socket does not reset the connection before the client reads the refusal.
 const REFUSAL_DRAIN: u64 = 64 * 1024;
 
-/// Answers a refused handshake with its status and reason, counts it, and closes.
-async fn answer_refusal(mut stream: TcpStream, refused: Refused, shared: &Shared) -> String {
-    if let Some(counter) = refused.counter {
-        shared.metrics.add(counter);
-    }
+/// Answers a refused handshake with its status and reason, and closes.
+async fn answer_refusal(mut stream: TcpStream, refused: Refused) -> String {
     let reason = refused.reason;
     let response = format!(
         "HTTP/1.1 {}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\r\n{reason}",
