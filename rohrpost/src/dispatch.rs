@@ -73,7 +73,9 @@ impl Dispatcher {
         // The frame (up to the message size limit) need not live while the handler runs.
         drop(text);
         match self.handlers.get(&request.message_type) {
-            Some(handler) => self.run(handler, request, connection).await,
+            Some((message_type, handler)) => {
+                self.run(message_type, handler, request, connection).await
+            }
             None if request.message_type == "ping" => Some(pong(request)),
             None => {
                 let error = format!("Unknown message type '{}'.", request.message_type);
@@ -84,12 +86,13 @@ impl Dispatcher {
 
     async fn run(
         &self,
+        message_type: &str,
         handler: &Registered,
         request: Request,
         connection: &Connection,
     ) -> Option<String> {
+        // Kept for the replies built after the handler's future is gone (timeout, panic).
         let id = request.id.clone();
-        let message_type = request.message_type.clone();
         let cx = RequestContext {
             request,
             connection: connection.clone(),
@@ -109,7 +112,7 @@ impl Dispatcher {
                         timeout = ?self.handler_timeout,
                         "handler timed out and was dropped"
                     );
-                    return Some(error_json(&id, &message_type, HANDLER_TIMEOUT_ERROR));
+                    return Some(error_json(&id, message_type, HANDLER_TIMEOUT_ERROR));
                 }
             },
         };
@@ -125,7 +128,7 @@ impl Dispatcher {
                     panic = panic_message(&*panic),
                     "handler panicked"
                 );
-                return Some(error_json(&id, &message_type, INTERNAL_ERROR));
+                return Some(error_json(&id, message_type, INTERNAL_ERROR));
             }
         };
         if error.is_internal() {
@@ -141,7 +144,7 @@ impl Dispatcher {
         if let Some(data) = error.data() {
             reply = reply.with_data(data.clone());
         }
-        Some(reply_to(&id, &message_type, reply))
+        Some(reply_to(&id, message_type, reply))
     }
 }
 

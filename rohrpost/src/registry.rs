@@ -146,8 +146,12 @@ impl Handlers {
         }
     }
 
-    pub(crate) fn get(&self, name: &str) -> Option<&Registered> {
-        self.map.get(name)
+    /// The handler of `name`, with the name as the set stores it (which outlives the
+    /// request, so the dispatcher need not copy the request's).
+    pub(crate) fn get(&self, name: &str) -> Option<(&str, &Registered)> {
+        self.map
+            .get_key_value(name)
+            .map(|(name, registered)| (&**name, registered))
     }
 
     fn insert(&mut self, name: &str, registered: Registered) {
