@@ -28,8 +28,15 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
 
 fn parse_options(input: &DeriveInput) -> syn::Result<Options> {
     let mut options = Options::default();
+    let mut seen = std::collections::HashSet::new();
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("rohrpost")) {
         attr.parse_nested_meta(|meta| {
+            // Every option once, across all `#[rohrpost(...)]` attributes of the type.
+            if let Some(name) = meta.path.get_ident() {
+                if !seen.insert(name.to_string()) {
+                    return Err(meta.error(format!("`{name}` is given twice")));
+                }
+            }
             if meta.path.is_ident("pk") {
                 let field: LitStr = meta.value()?.parse()?;
                 options.pk = Some(field.parse().map_err(|_| {
@@ -56,9 +63,6 @@ fn parse_options(input: &DeriveInput) -> syn::Result<Options> {
             } else if meta.path.is_ident("always_send") {
                 options.always_send = Some(meta.value()?.parse()?);
             } else if meta.path.is_ident("crate") {
-                if options.krate.is_some() {
-                    return Err(meta.error("`crate` is given twice"));
-                }
                 let path: LitStr = meta.value()?.parse()?;
                 options.krate = Some(path.parse().map_err(|_| {
                     syn::Error::new(

@@ -362,16 +362,12 @@ impl ServerBuilder {
         addr: impl ToSocketAddrs + std::fmt::Debug,
     ) -> Result<Server, ServerError> {
         let (shared, metrics, shutdown_timeout) = self.build()?;
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: format!("{addr:?}").trim_matches('"').to_owned(),
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: format!("{addr:?}"),
+        let failed = |source| ServerError::Bind {
+            addr: format!("{addr:?}").trim_matches('"').to_owned(),
             source,
-        })?;
+        };
+        let listener = TcpListener::bind(&addr).await.map_err(failed)?;
+        let local_addr = listener.local_addr().map_err(failed)?;
         Ok(Server {
             metrics,
             listener,
