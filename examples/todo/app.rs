@@ -72,9 +72,11 @@ impl Db {
     }
 }
 
-/// A todo, as stored and as pushed: `{"id", "title"}` to the group `todo-<id>`.
+/// A todo, as stored and as pushed: `{"id", "title"}` to the group `todo-<id>`. Every push
+/// carries the whole todo, so a subscriber that falls behind gets only the latest update of
+/// each (conflation) instead of being disconnected.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Notify)]
-#[rohrpost(serialize)]
+#[rohrpost(serialize, conflate)]
 pub struct Todo {
     pub id: i64,
     pub title: String,
@@ -98,6 +100,10 @@ impl Notify for Listed<'_> {
 
     fn notification_data(&self, _: Option<&[&str]>, _: rohrpost::notify::Change) -> Value {
         json!(self.0)
+    }
+
+    fn conflate(&self) -> bool {
+        true
     }
 }
 

@@ -16,6 +16,8 @@ struct Options {
     /// Where `serialize` was written, for errors about a missing `Serialize`.
     serialize: Option<Span>,
     always_send: Option<LitBool>,
+    /// Where `conflate` was written.
+    conflate: Option<Span>,
     /// `crate = "path"`: where the `rohrpost` crate is, when renamed or re-exported.
     krate: Option<Path>,
 }
@@ -62,6 +64,8 @@ fn parse_options(input: &DeriveInput) -> syn::Result<Options> {
                 options.serialize = Some(meta.path.span());
             } else if meta.path.is_ident("always_send") {
                 options.always_send = Some(meta.value()?.parse()?);
+            } else if meta.path.is_ident("conflate") {
+                options.conflate = Some(meta.path.span());
             } else if meta.path.is_ident("crate") {
                 let path: LitStr = meta.value()?.parse()?;
                 options.krate = Some(path.parse().map_err(|_| {
@@ -73,7 +77,7 @@ fn parse_options(input: &DeriveInput) -> syn::Result<Options> {
             } else {
                 return Err(meta.error(
                     "unknown rohrpost attribute: expected `pk`, `name`, `group`, \
-                     `group_name`, `data`, `serialize`, `always_send` or `crate`",
+                     `group_name`, `data`, `serialize`, `always_send`, `conflate` or `crate`",
                 ));
             }
             Ok(())
@@ -95,8 +99,16 @@ fn check_template(template: &LitStr) -> syn::Result<()> {
     Ok(())
 }
 
-/// Finds the primary-key field.
+/// Finds the primary-key field, and checks that the options go together.
 fn validate(input: &DeriveInput, options: &Options) -> syn::Result<Ident> {
+    if let (Some(conflate), Some(_)) = (options.conflate, &options.data) {
+        return Err(syn::Error::new(
+            conflate,
+            "`conflate` needs every update to push the whole object, and `data = \"…\"` may push \
+             only part of it (a conflated update would lose the fields of the ones it replaced): \
+             drop `data`, or `conflate`",
+        ));
+    }
     let Data::Struct(data) = &input.data else {
         return Err(syn::Error::new(
             input.ident.span(),
@@ -185,6 +197,13 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
             }
         }
     });
+    let conflate = options.conflate.map(|span| {
+        quote_spanned! {span=>
+            fn conflate(&self) -> bool {
+                true
+            }
+        }
+    });
     let implementation = quote! {
         impl #impl_generics #krate::notify::Notify for #ident #type_generics #where_clause {
             fn pk(&self) -> #krate::__private::serde_json::Value {
@@ -198,6 +217,7 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
             #group_name
             #data
             #always_send
+            #conflate
         }
     };
     match &options.krate {

@@ -15,10 +15,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::groups::{GroupError, Groups};
+use crate::groups::{GroupError, Groups, Push};
 use crate::handler::{FromRequest, RequestContext};
 use crate::message::{EmptyMessage, Message};
-use crate::outbound::{Item, Outbound, Refused};
+use crate::metrics::{Counter, Metrics};
+use crate::outbound::{Class, Item, Outbound, Queued, Refused};
 use crate::state::TypeMap;
 use crate::Error;
 
@@ -68,8 +69,21 @@ struct Inner {
     reader_waker: AtomicWaker,
     writer_waker: AtomicWaker,
     write_timeout: Duration,
+    metrics: Metrics,
     state: Mutex<TypeMap>,
     groups: Groups,
+}
+
+/// A connection's limits on what waits for the client, and where their counters go.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    /// Pushes queued at most (see [`crate::groups::Policy`]).
+    pub(crate) outbound_queue: usize,
+    /// Replies queued at most before the reader stops reading.
+    pub(crate) reply_backlog: usize,
+    /// How long a full queue may wait for the client.
+    pub(crate) write_timeout: Duration,
+    pub(crate) metrics: Metrics,
 }
 
 /// Why a message could not be queued for a client.
@@ -94,21 +108,55 @@ pub enum SendError {
 /// The close reason for a client that does not read what it is sent.
 pub(crate) const SLOW_CLIENT: &str = "outbound queue full: the client is not reading";
 
+/// Warnings about pushes given up by their policy, one a second at most for the process.
+static POLICY_WARNING: Throttle = Throttle::new(Duration::from_secs(1));
+
+/// Lets one event through per period; cheap to ask (one atomic load) while it says no.
+struct Throttle {
+    period: Duration,
+    /// Milliseconds since `epoch()` at the last event let through, plus one (0: never).
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    const fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn allows(&self) -> bool {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+            + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.period.as_millis() as u64 {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
 impl Connection {
     pub(crate) fn new(
         id: u64,
         peer: SocketAddr,
-        outbound_capacity: usize,
         abort: CancellationToken,
         groups: Groups,
-        write_timeout: Duration,
+        budget: Budget,
         state: TypeMap,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 id,
                 peer,
-                outbound: Outbound::new(outbound_capacity),
+                outbound: Outbound::new(budget.outbound_queue, budget.reply_backlog),
                 abort,
                 abort_frame: Mutex::new(None),
                 closing: AtomicBool::new(false),
@@ -116,7 +164,8 @@ impl Connection {
                 shutting_down: AtomicBool::new(false),
                 reader_waker: AtomicWaker::new(),
                 writer_waker: AtomicWaker::new(),
-                write_timeout,
+                write_timeout: budget.write_timeout,
+                metrics: budget.metrics,
                 state: Mutex::new(state),
                 groups,
             }),
@@ -158,7 +207,11 @@ impl Connection {
     pub async fn send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
         self.ensure_open()?;
         // Usually there is room: no timer, no waiting.
-        let item = match self.inner.outbound.try_push(Item::Text(text.into())) {
+        let item = match self
+            .inner
+            .outbound
+            .try_push(Item::Push(text.into(), Class::Plain))
+        {
             Ok(()) => return Ok(()),
             Err(Refused::Closed(_)) => return Err(SendError::Closed),
             Err(Refused::Full(item)) => item,
@@ -181,17 +234,60 @@ impl Connection {
     /// Like [`try_send`](Self::try_send), with an already serialized JSON text frame
     /// (serialize once, send to many).
     pub fn try_send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        self.try_queue(Item::Push(text.into(), Class::Plain))
+    }
+
+    /// Queues a group push without waiting, under its [`Policy`](crate::groups::Policy):
+    /// what a [`GroupLayer`](crate::GroupLayer) calls for each member. A push the policy
+    /// gives up (a conflated update, a dropped volatile message) still counts as queued;
+    /// [`SendError::QueueFull`] means the member was disconnected.
+    pub fn try_send_push(&self, push: &Push) -> Result<(), SendError> {
+        self.try_queue(Item::Push(push.frame().clone(), push.class().clone()))
+    }
+
+    fn try_queue(&self, item: Item) -> Result<(), SendError> {
         self.ensure_open()?;
-        let item = Item::Text(text.into());
         match self
             .inner
             .outbound
             .try_push_with_grace(item, self.inner.write_timeout)
         {
-            Ok(()) => Ok(()),
+            Ok(queued) => {
+                self.count_given_up(queued);
+                Ok(())
+            }
             Err(Refused::Closed(_)) => Err(SendError::Closed),
             Err(Refused::Full(_)) => Err(self.queue_full()),
         }
+    }
+
+    /// Counts the pushes a policy gave up, with a warning at most once a second.
+    fn count_given_up(&self, queued: Queued) {
+        if queued == Queued::default() {
+            return;
+        }
+        let metrics = &self.inner.metrics;
+        metrics.add_n(Counter::PushesConflated, queued.conflated as u64);
+        metrics.add_n(Counter::PushesDroppedVolatile, queued.dropped as u64);
+        if POLICY_WARNING.allows() {
+            let totals = metrics.snapshot();
+            tracing::warn!(
+                connection = self.inner.id,
+                pushes_conflated = totals.pushes_conflated,
+                pushes_dropped_volatile = totals.pushes_dropped_volatile,
+                "a client is not keeping up with its pushes: conflating or dropping them by their policy (at most one such warning a second)"
+            );
+        }
+    }
+
+    /// Queues the reply to one of the client's requests: never refused while the connection
+    /// is open (the reader stops reading while the reply backlog is full instead).
+    pub(crate) fn send_reply(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
+        self.ensure_open()?;
+        self.inner
+            .outbound
+            .push_reply(text.into())
+            .map_err(|_| SendError::Closed)
     }
 
     fn ensure_open(&self) -> Result<(), SendError> {

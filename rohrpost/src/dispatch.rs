@@ -257,10 +257,14 @@ pub fn dispatch_detached(text: &str) -> Option<String> {
         static CONNECTION: Connection = Connection::new(
             0,
             SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            16,
             tokio_util::sync::CancellationToken::new(),
             crate::Groups::memory(),
-            Duration::from_secs(1),
+            crate::connection::Budget {
+                outbound_queue: 16,
+                reply_backlog: 16,
+                write_timeout: Duration::from_secs(1),
+                metrics: Metrics::default(),
+            },
             TypeMap::default(),
         );
     }

@@ -64,7 +64,7 @@ pub mod client;
 mod connection;
 mod dispatch;
 mod error;
-mod groups;
+pub mod groups;
 mod handler;
 pub mod handshake;
 mod message;
@@ -93,8 +93,8 @@ pub use server::{
     shutdown_signal, RateLimit, Server, ServerBuilder, ServerError, BINARY_FRAME_ERROR,
     DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDLER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_PATH,
-    DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
-    HANDLER_TIMEOUT_ERROR, MAX_REQUEST_HEAD,
+    DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, DEFAULT_REPLY_BACKLOG, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT, HANDLER_TIMEOUT_ERROR, MAX_REQUEST_HEAD,
 };
 pub use state::{MissingState, State};
 /// Text frame contents, cheap to clone: serialize a message once and send the same bytes to

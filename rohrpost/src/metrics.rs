@@ -56,6 +56,12 @@ pub struct MetricsSnapshot {
     pub slow_clients: u64,
     /// Connections closed because the client stopped answering pings.
     pub ping_timeouts: u64,
+    /// Queued updates replaced by a newer update of the same object
+    /// ([`Policy::Conflate`](crate::groups::Policy::Conflate)).
+    pub pushes_conflated: u64,
+    /// Volatile pushes dropped for a client whose queue was full
+    /// ([`Policy::DropOldest`](crate::groups::Policy::DropOldest)).
+    pub pushes_dropped_volatile: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,10 +78,12 @@ pub(crate) enum Counter {
     HandlerTimeouts,
     SlowClients,
     PingTimeouts,
+    PushesConflated,
+    PushesDroppedVolatile,
 }
 
 impl Counter {
-    const ALL: [Counter; 12] = [
+    const ALL: [Counter; 14] = [
         Counter::ConnectionsTotal,
         Counter::RefusedCapacity,
         Counter::RefusedOrigin,
@@ -88,6 +96,8 @@ impl Counter {
         Counter::HandlerTimeouts,
         Counter::SlowClients,
         Counter::PingTimeouts,
+        Counter::PushesConflated,
+        Counter::PushesDroppedVolatile,
     ];
 }
 
@@ -109,11 +119,19 @@ impl Metrics {
             handler_timeouts: read(Counter::HandlerTimeouts),
             slow_clients: read(Counter::SlowClients),
             ping_timeouts: read(Counter::PingTimeouts),
+            pushes_conflated: read(Counter::PushesConflated),
+            pushes_dropped_volatile: read(Counter::PushesDroppedVolatile),
         }
     }
 
     pub(crate) fn add(&self, counter: Counter) {
-        self.inner.counts[counter as usize].fetch_add(1, Ordering::Relaxed);
+        self.add_n(counter, 1);
+    }
+
+    pub(crate) fn add_n(&self, counter: Counter, n: u64) {
+        if n > 0 {
+            self.inner.counts[counter as usize].fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     /// Counts a connection in; returns how many are open now, this one included.
@@ -153,7 +171,9 @@ mod tests {
             s.handler_timeouts,
             s.slow_clients,
             s.ping_timeouts,
+            s.pushes_conflated,
+            s.pushes_dropped_volatile,
         ];
-        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
-use crate::groups::{GroupError, Groups};
+use crate::groups::{GroupError, Groups, Policy};
 use crate::message::Message;
 
 /// What happened to the object.
@@ -50,6 +50,7 @@ impl Change {
 /// | `data = "path"` | a `fn(&Self, Option<&[&str]>, Change) -> Value`; beats `serialize` | |
 /// | `serialize` | push the type's own `Serialize` form | `{"id": pk}` |
 /// | `always_send = false` | skip updates whose updated fields are not in the data | `true` |
+/// | `conflate` | a subscriber that falls behind gets only the latest update of an object ([`Policy::Conflate`]); not with `data` | off: the subscriber is disconnected |
 /// | `crate = "path"` | where the rohrpost crate is, when renamed or re-exported | `"::rohrpost"` |
 ///
 /// ```
@@ -127,6 +128,14 @@ pub trait Notify {
     fn always_send(&self) -> bool {
         true
     }
+
+    /// Whether a subscriber that falls behind may get only the latest update of this object
+    /// instead of being disconnected ([`Policy::Conflate`]; default `false`). Say `true`
+    /// only where each update pushes the whole object, so that the latest one holds all
+    /// the earlier ones did.
+    fn conflate(&self) -> bool {
+        false
+    }
 }
 
 /// A primary key as it appears in a group name: strings without quotes.
@@ -149,6 +158,10 @@ pub struct Notification {
     pub group: String,
     /// The `subscription-update` message.
     pub message: Message,
+    /// What it does for a subscriber whose queue is full: [`Policy::Conflate`] where the
+    /// type opts in ([`Notify::conflate`]), else [`Policy::Disconnect`]. Set it to choose
+    /// per send.
+    pub policy: Policy,
 }
 
 static NEXT_NOTIFICATION_ID: AtomicU64 = AtomicU64::new(1);
@@ -185,7 +198,16 @@ impl Notification {
         body.insert("object".into(), data);
         let id = NEXT_NOTIFICATION_ID.fetch_add(1, Ordering::Relaxed);
         let message = Message::success("subscription-update", id).with_data(Value::Object(body));
-        Some(Self { group, message })
+        let policy = if object.conflate() {
+            Policy::conflate(&object.pk(), change)
+        } else {
+            Policy::Disconnect
+        };
+        Some(Self {
+            group,
+            message,
+            policy,
+        })
     }
 }
 
@@ -199,9 +221,19 @@ impl Groups {
         updated_fields: Option<&[&str]>,
     ) -> Result<usize, GroupError> {
         match Notification::new(object, change, updated_fields) {
-            Some(notification) => self.send(&notification.group, &notification.message).await,
+            Some(notification) => self.send_notification(notification).await,
             None => Ok(0),
         }
+    }
+
+    /// Sends a built notification to its group, under its policy.
+    pub async fn send_notification(&self, notification: Notification) -> Result<usize, GroupError> {
+        let Notification {
+            group,
+            message,
+            policy,
+        } = notification;
+        self.send_with(&group, &message, policy).await
     }
 }
 
@@ -263,6 +295,11 @@ impl Outbox {
         self.push(object, Change::Delete, None);
     }
 
+    /// Holds back a notification built elsewhere (with a policy of its own, say).
+    pub fn add(&mut self, notification: Notification) {
+        self.pending.push(notification);
+    }
+
     /// The notifications held back so far.
     pub fn pending(&self) -> &[Notification] {
         &self.pending
@@ -273,10 +310,7 @@ impl Outbox {
     pub async fn commit(self) -> Result<(), GroupError> {
         let mut result = Ok(());
         for notification in self.pending {
-            let sent = self
-                .groups
-                .send(&notification.group, &notification.message)
-                .await;
+            let sent = self.groups.send_notification(notification).await;
             if let (Err(error), Ok(())) = (sent, &result) {
                 result = Err(error);
             }

@@ -1,29 +1,62 @@
-//! A connection's outbound queue: bounded, ordered, and empty of allocations while idle.
+//! A connection's outbound queue: one ordered queue with two budgets, empty of allocations
+//! while idle.
 //!
-//! A tokio mpsc channel allocates a block of 32 slots per connection up front; an idle
-//! connection here holds an empty `VecDeque` instead. Pushes take an uncontended lock; the
-//! writer is woken through an `AtomicWaker`, and senders waiting for room through a
+//! - **Replies** (the answers to the client's own requests) are never refused. They count
+//!   against the reply backlog, and the reader stops reading the socket while the backlog is
+//!   full: a client that pipelines requests without reading slows itself down.
+//! - **Pushes** (group messages, a handler's own sends) count against the queue's capacity.
+//!   What happens when it is full depends on the push's [`Class`]: a plain push is refused
+//!   (the caller disconnects the client), an update of a conflated object replaces its older
+//!   queued update, and a volatile push makes room by dropping the oldest queued volatile
+//!   push.
+//!
+//! Order is kept: whatever is removed from the middle leaves a hole that the writer skips,
+//! and a replacement is appended at the end, so delivery order stays send order. A tokio
+//! mpsc channel allocates a block of 32 slots per connection up front; an idle connection
+//! here holds an empty `VecDeque` instead. Pushes take an uncontended lock; the writer and
+//! the reader are woken through `AtomicWaker`s, and senders waiting for room through a
 //! `Notify`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use crate::notify::Change;
+
 /// What the writer sends, in order.
 #[derive(Debug)]
 pub(crate) enum Item {
-    Text(Utf8Bytes),
+    /// The reply to one of the client's requests: never dropped.
+    Reply(Utf8Bytes),
+    /// A message the client did not ask for just now (a group push, a handler's own send).
+    Push(Utf8Bytes, Class),
     /// A WebSocket ping (server-side liveness).
     Ping,
     Close(CloseFrame),
+}
+
+/// What may be done with a push when the queue is full.
+#[derive(Debug, Clone)]
+pub(crate) enum Class {
+    /// Nothing: a full queue refuses it.
+    Plain,
+    /// The oldest queued volatile push makes room for it.
+    Volatile,
+    /// A change to one object; a newer update of the same key replaces a queued one.
+    Conflate {
+        /// The group and the object's primary key: equal keys are the same object.
+        key: Arc<str>,
+        change: Change,
+    },
 }
 
 /// Why an item was not queued; the item comes back.
@@ -33,10 +66,34 @@ pub(crate) enum Refused {
     Closed(Item),
 }
 
+/// What queuing a push did besides queuing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Queued {
+    /// Older queued updates of the same object that this push replaced.
+    pub(crate) conflated: usize,
+    /// Volatile pushes dropped to make room (the oldest queued one, or this one when no
+    /// volatile push was queued).
+    pub(crate) dropped: usize,
+}
+
+/// Conflation starts once this share of the push budget is used: 1/2.
+const CONFLATE_FROM_DIVISOR: usize = 2;
+
 struct Queue {
-    items: VecDeque<Item>,
-    /// Since when the queue has held `capacity` items or more.
+    /// Items in order; `None` is a hole left by an item removed from the middle.
+    slots: VecDeque<Option<Item>>,
+    /// The sequence number of `slots[0]`: an item's number stays the same while it waits.
+    head: u64,
+    pushes: usize,
+    replies: usize,
+    holes: usize,
+    /// Since when pushes have used the whole budget.
     full_since: Option<Instant>,
+    /// While conflating: the queued update of each key, by sequence number.
+    updates: HashMap<Arc<str>, u64>,
+    conflating: bool,
+    /// The sequence numbers of queued volatile pushes, oldest first (some may be gone).
+    volatile: VecDeque<u64>,
 }
 
 /// A queue that keeps more capacity than this after a burst gives it back once drained.
@@ -45,21 +102,37 @@ const KEEP_CAPACITY: usize = 64;
 pub(crate) struct Outbound {
     items: Mutex<Queue>,
     capacity: usize,
+    reply_backlog: usize,
     closed: AtomicBool,
+    /// Whether `reply_backlog` replies wait: written under the lock, read without it (the
+    /// reader asks before every request).
+    backlog_full: AtomicBool,
     writer: AtomicWaker,
+    reader: AtomicWaker,
     room: Notify,
 }
 
 impl Outbound {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A queue of `capacity` pushes and `reply_backlog` replies (both at least 1).
+    pub(crate) fn new(capacity: usize, reply_backlog: usize) -> Self {
         Self {
             items: Mutex::new(Queue {
-                items: VecDeque::new(),
+                slots: VecDeque::new(),
+                head: 0,
+                pushes: 0,
+                replies: 0,
+                holes: 0,
                 full_since: None,
+                updates: HashMap::new(),
+                conflating: false,
+                volatile: VecDeque::new(),
             }),
-            capacity,
+            capacity: capacity.max(1),
+            reply_backlog: reply_backlog.max(1),
             closed: AtomicBool::new(false),
+            backlog_full: AtomicBool::new(false),
             writer: AtomicWaker::new(),
+            reader: AtomicWaker::new(),
             room: Notify::new(),
         }
     }
@@ -73,43 +146,103 @@ impl Outbound {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        // Every operation under the lock is a single push or pop: a panic elsewhere cannot
-        // leave the queue half-updated.
+        // Every change under the lock restores the counts before it can panic (none of it
+        // calls user code): a panic elsewhere cannot leave the queue half-updated.
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `item` unless the queue is full or closed.
-    pub(crate) fn try_push(&self, item: Item) -> Result<(), Refused> {
-        self.push_within(item, None)
-    }
-
-    /// Queues `item`; a full queue still takes it while it has been full for less than
-    /// `grace` and holds less than twice its capacity (a burst the writer is catching up
-    /// with, rather than a client that does not read).
-    pub(crate) fn try_push_with_grace(&self, item: Item, grace: Duration) -> Result<(), Refused> {
-        self.push_within(item, Some(grace))
-    }
-
-    fn push_within(&self, item: Item, grace: Option<Duration>) -> Result<(), Refused> {
+    /// Queues a reply; refused only when the queue is closed.
+    pub(crate) fn push_reply(&self, text: Utf8Bytes) -> Result<(), Refused> {
         if self.is_closed() {
-            return Err(Refused::Closed(item));
+            return Err(Refused::Closed(Item::Reply(text)));
         }
         let mut queue = self.lock();
-        let len = queue.items.len();
-        if len >= self.capacity {
-            let since = *queue.full_since.get_or_insert_with(Instant::now);
-            let within = grace.is_some_and(|grace| since.elapsed() < grace);
-            if !within || len >= self.capacity.saturating_mul(2) {
-                return Err(Refused::Full(item));
-            }
+        queue.append(Item::Reply(text));
+        if queue.replies >= self.reply_backlog {
+            self.backlog_full.store(true, Ordering::Release);
         }
-        queue.items.push_back(item);
         drop(queue);
         self.writer.wake();
         Ok(())
     }
 
-    /// Queues `item`, waiting for room; fails only when the queue is closed.
+    /// Whether the reply backlog is full: the reader should not read the next request.
+    pub(crate) fn backlog_full(&self) -> bool {
+        self.backlog_full.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the reply backlog has room again (or the queue is closed).
+    pub(crate) fn backlog_drained(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            for attempt in 0..2 {
+                if self.is_closed() || !self.backlog_full() {
+                    return Poll::Ready(());
+                }
+                if attempt == 0 {
+                    self.reader.register(cx.waker());
+                }
+            }
+            Poll::Pending
+        })
+    }
+
+    /// Queues a plain push, a ping or a close, unless pushes use the whole budget (a ping
+    /// and a close are refused then too: the client is not reading) or the queue is closed.
+    pub(crate) fn try_push(&self, item: Item) -> Result<(), Refused> {
+        self.push_within(item, None).map(|_| ())
+    }
+
+    /// Queues a push; a full queue still takes a push it cannot make room for while it has
+    /// been full for less than `grace` and holds less than twice its capacity (a burst the
+    /// writer is catching up with, rather than a client that does not read).
+    pub(crate) fn try_push_with_grace(
+        &self,
+        item: Item,
+        grace: Duration,
+    ) -> Result<Queued, Refused> {
+        self.push_within(item, Some(grace))
+    }
+
+    fn push_within(&self, item: Item, grace: Option<Duration>) -> Result<Queued, Refused> {
+        if self.is_closed() {
+            return Err(Refused::Closed(item));
+        }
+        let mut queue = self.lock();
+        let mut queued = Queued::default();
+        let item = match item {
+            // Once begun, conflation goes on until the queue has drained.
+            Item::Push(text, Class::Conflate { key, change })
+                if queue.conflating || queue.pushes >= self.capacity / CONFLATE_FROM_DIVISOR =>
+            {
+                let (text, conflated) = queue.conflate(&key, change, text);
+                queued.conflated = conflated;
+                Item::Push(text, Class::Conflate { key, change })
+            }
+            Item::Push(text, Class::Volatile) if queue.pushes >= self.capacity => {
+                queued.dropped = 1;
+                if !queue.drop_oldest_volatile() {
+                    // No older volatile push to give up: this one goes.
+                    return Ok(queued);
+                }
+                Item::Push(text, Class::Volatile)
+            }
+            other => other,
+        };
+        if queue.pushes >= self.capacity {
+            let since = *queue.full_since.get_or_insert_with(Instant::now);
+            let within = grace.is_some_and(|grace| since.elapsed() < grace);
+            if !within || queue.pushes >= self.capacity.saturating_mul(2) {
+                return Err(Refused::Full(item));
+            }
+        }
+        queue.append(item);
+        queue.compact_if_sparse();
+        drop(queue);
+        self.writer.wake();
+        Ok(queued)
+    }
+
+    /// Queues a plain push, waiting for room; fails only when the queue is closed.
     pub(crate) async fn push(&self, mut item: Item) -> Result<(), Item> {
         loop {
             let room = self.room.notified();
@@ -128,20 +261,29 @@ impl Outbound {
     /// The next item, for the writer, without waiting.
     pub(crate) fn pop(&self) -> Option<Item> {
         let mut queue = self.lock();
-        let was_full = queue.items.len() >= self.capacity;
-        let item = queue.items.pop_front();
+        let pushes_before = queue.pushes;
+        let replies_before = queue.replies;
+        let item = queue.pop_front();
         // After a burst the queue may hold up to twice its capacity: waiting senders are
         // woken only by the pop that brings it back under capacity, not by every pop.
-        let made_room = was_full && queue.items.len() < self.capacity;
-        if queue.items.len() < self.capacity {
+        let made_room = pushes_before >= self.capacity && queue.pushes < self.capacity;
+        let backlog_room =
+            replies_before >= self.reply_backlog && queue.replies < self.reply_backlog;
+        if queue.pushes < self.capacity {
             queue.full_since = None;
         }
-        if queue.items.is_empty() && queue.items.capacity() > KEEP_CAPACITY {
-            queue.items = VecDeque::new();
+        if backlog_room {
+            self.backlog_full.store(false, Ordering::Release);
+        }
+        if queue.slots.is_empty() {
+            queue.release();
         }
         drop(queue);
         if made_room {
             self.room.notify_waiters();
+        }
+        if backlog_room {
+            self.reader.wake();
         }
         item
     }
@@ -160,18 +302,249 @@ impl Outbound {
         })
     }
 
-    /// Refuses further items (the writer is done); waiting senders get their item back.
+    /// Refuses further items (the writer is done); waiting senders get their item back, and
+    /// a reader waiting for the backlog goes on (to find the connection closed).
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.room.notify_waiters();
+        self.reader.wake();
     }
+}
+
+impl Queue {
+    fn append(&mut self, item: Item) {
+        let seq = self.head + self.slots.len() as u64;
+        match &item {
+            Item::Reply(_) => {
+                self.replies += 1;
+                // A reply is a barrier: an update queued before it must reach the client
+                // before it (the editor's own change comes before its reply), so no later
+                // update may take its place at the end.
+                self.updates.clear();
+            }
+            Item::Push(_, class) => {
+                self.pushes += 1;
+                match class {
+                    Class::Volatile => self.volatile.push_back(seq),
+                    Class::Conflate {
+                        key,
+                        change: Change::Update,
+                    } if self.conflating => {
+                        self.updates.insert(key.clone(), seq);
+                    }
+                    _ => {}
+                }
+            }
+            Item::Ping | Item::Close(_) => {}
+        }
+        self.slots.push_back(Some(item));
+    }
+
+    fn pop_front(&mut self) -> Option<Item> {
+        loop {
+            let slot = self.slots.pop_front()?;
+            let seq = self.head;
+            self.head += 1;
+            let Some(item) = slot else {
+                self.holes -= 1;
+                continue;
+            };
+            self.forget(seq, &item);
+            return Some(item);
+        }
+    }
+
+    /// Takes the item numbered `seq` out of the middle, leaving a hole.
+    fn take(&mut self, seq: u64) -> Option<Item> {
+        let index = usize::try_from(seq.checked_sub(self.head)?).ok()?;
+        let item = self.slots.get_mut(index)?.take()?;
+        self.holes += 1;
+        self.forget(seq, &item);
+        Some(item)
+    }
+
+    /// Updates the counts and indexes for an item that leaves the queue.
+    fn forget(&mut self, seq: u64, item: &Item) {
+        match item {
+            Item::Reply(_) => self.replies -= 1,
+            Item::Push(_, class) => {
+                self.pushes -= 1;
+                match class {
+                    Class::Volatile => {
+                        if self.volatile.front() == Some(&seq) {
+                            self.volatile.pop_front();
+                        }
+                    }
+                    Class::Conflate { key, .. } => {
+                        if self.updates.get(key) == Some(&seq) {
+                            self.updates.remove(key);
+                        }
+                    }
+                    Class::Plain => {}
+                }
+            }
+            Item::Ping | Item::Close(_) => {}
+        }
+    }
+
+    /// Makes `text`, a change of `key`, replace the queued updates of the same key: an
+    /// update takes over their `updated_fields`, a delete simply removes them; a create
+    /// replaces nothing. Returns the text to queue and how many updates it replaced.
+    fn conflate(&mut self, key: &Arc<str>, change: Change, text: Utf8Bytes) -> (Utf8Bytes, usize) {
+        if change == Change::Create {
+            return (text, 0);
+        }
+        let merged = self.start_conflating();
+        let Some(seq) = self.updates.remove(key) else {
+            return (text, merged);
+        };
+        let Some(Item::Push(older, _)) = self.take(seq) else {
+            return (text, merged);
+        };
+        if change == Change::Delete {
+            return (text, merged + 1);
+        }
+        (
+            merge_updated_fields(&older, &text).unwrap_or(text),
+            merged + 1,
+        )
+    }
+
+    /// Indexes the queued updates by key; where one key has several (with no reply between
+    /// them), the newer ones take over the older ones, which leave the queue. Returns how
+    /// many left.
+    fn start_conflating(&mut self) -> usize {
+        if self.conflating {
+            return 0;
+        }
+        self.conflating = true;
+        let mut merged = 0;
+        for index in 0..self.slots.len() {
+            let seq = self.head + index as u64;
+            let key = match &self.slots[index] {
+                Some(Item::Reply(_)) => {
+                    self.updates.clear();
+                    continue;
+                }
+                Some(Item::Push(
+                    _,
+                    Class::Conflate {
+                        key,
+                        change: Change::Update,
+                    },
+                )) => key.clone(),
+                _ => continue,
+            };
+            if let Some(older_seq) = self.updates.insert(key, seq) {
+                let Some(Item::Push(older, _)) = self.take(older_seq) else {
+                    continue;
+                };
+                merged += 1;
+                if let Some(Some(Item::Push(newer, _))) = self.slots.get_mut(index) {
+                    if let Some(union) = merge_updated_fields(&older, newer) {
+                        *newer = union;
+                    }
+                }
+            }
+        }
+        merged
+    }
+
+    /// Drops the oldest queued volatile push; returns whether there was one.
+    fn drop_oldest_volatile(&mut self) -> bool {
+        while let Some(seq) = self.volatile.pop_front() {
+            if self.take(seq).is_some() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Once holes outnumber the items, closes them up (renumbering the items), so that a
+    /// long run of conflated updates does not grow the queue.
+    fn compact_if_sparse(&mut self) {
+        if self.holes <= KEEP_CAPACITY || self.holes <= self.slots.len() / 2 {
+            return;
+        }
+        self.slots.retain(Option::is_some);
+        self.holes = 0;
+        self.updates.clear();
+        self.volatile.clear();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let seq = self.head + index as u64;
+            match slot {
+                Some(Item::Reply(_)) => self.updates.clear(),
+                Some(Item::Push(_, Class::Volatile)) => self.volatile.push_back(seq),
+                Some(Item::Push(
+                    _,
+                    Class::Conflate {
+                        key,
+                        change: Change::Update,
+                    },
+                )) if self.conflating => {
+                    self.updates.insert(key.clone(), seq);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Gives back what a drained queue held on to after a burst.
+    fn release(&mut self) {
+        if self.slots.capacity() > KEEP_CAPACITY {
+            self.slots = VecDeque::new();
+        }
+        if self.conflating {
+            self.conflating = false;
+            self.updates = HashMap::new();
+        }
+        if self.volatile.capacity() > KEEP_CAPACITY {
+            self.volatile = VecDeque::new();
+        }
+    }
+}
+
+/// The newer update with the union of both updates' `data.object.updated_fields` (the
+/// older one's first); `None` when the newer one needs no change. Where either update
+/// named no fields, the object may have changed anywhere: the merged one names none.
+fn merge_updated_fields(older: &str, newer: &str) -> Option<Utf8Bytes> {
+    let older: Value = serde_json::from_str(older).ok()?;
+    let mut newer: Value = serde_json::from_str(newer).ok()?;
+    let fields = |message: &Value| -> Option<Vec<Value>> {
+        message
+            .pointer("/data/object/updated_fields")?
+            .as_array()
+            .cloned()
+    };
+    let object = newer.pointer_mut("/data/object")?.as_object_mut()?;
+    match (fields(&older), object.get("updated_fields").cloned()) {
+        (Some(mut union), Some(Value::Array(new))) => {
+            for field in new.iter() {
+                if !union.contains(field) {
+                    union.push(field.clone());
+                }
+            }
+            if union == new {
+                return None;
+            }
+            object.insert("updated_fields".into(), Value::Array(union));
+        }
+        (None, Some(_)) => {
+            object.remove("updated_fields");
+        }
+        (Some(_), Some(_)) | (_, None) => return None,
+    }
+    serde_json::to_string(&newer).ok().map(Utf8Bytes::from)
 }
 
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queue = self.lock();
         f.debug_struct("Outbound")
-            .field("queued", &self.lock().items.len())
+            .field("pushes", &queue.pushes)
+            .field("replies", &queue.replies)
             .field("capacity", &self.capacity)
+            .field("reply_backlog", &self.reply_backlog)
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -182,33 +555,85 @@ mod tests {
     use super::*;
 
     fn text(n: usize) -> Item {
-        Item::Text(Utf8Bytes::from(n.to_string()))
+        Item::Push(Utf8Bytes::from(n.to_string()), Class::Plain)
     }
 
     fn popped(queue: &Outbound) -> Option<String> {
         match queue.pop()? {
-            Item::Text(text) => Some(text.to_string()),
+            Item::Reply(text) | Item::Push(text, _) => Some(text.to_string()),
             Item::Ping => Some("ping".into()),
             Item::Close(_) => Some("close".into()),
         }
     }
 
+    fn drain(queue: &Outbound) -> Vec<String> {
+        std::iter::from_fn(|| popped(queue)).collect()
+    }
+
+    fn change(key: &str, change: Change, fields: &[&str], title: &str) -> Item {
+        let frame = serde_json::json!({
+            "id": 1,
+            "type": "subscription-update",
+            "data": {"type": change.as_str(), "group": "todo", "object": {
+                "id": key, "title": title, "updated_fields": fields,
+            }},
+        });
+        Item::Push(
+            Utf8Bytes::from(frame.to_string()),
+            Class::Conflate {
+                key: Arc::from(key),
+                change,
+            },
+        )
+    }
+
+    /// Queues a push with no burst grace; it must be taken.
+    fn offer(queue: &Outbound, item: Item) -> Queued {
+        queue.try_push_with_grace(item, Duration::ZERO).unwrap()
+    }
+
+    fn volatile(n: usize) -> Item {
+        Item::Push(Utf8Bytes::from(n.to_string()), Class::Volatile)
+    }
+
+    fn parsed(queue: &Outbound) -> Vec<Value> {
+        drain(queue)
+            .iter()
+            .map(|text| serde_json::from_str(text).unwrap())
+            .collect()
+    }
+
     #[test]
     fn bounded_and_in_order() {
-        let queue = Outbound::new(2);
+        let queue = Outbound::new(2, 2);
         assert!(queue.try_push(text(1)).is_ok());
         assert!(queue.try_push(text(2)).is_ok());
         assert!(matches!(queue.try_push(text(3)), Err(Refused::Full(_))));
         assert_eq!(popped(&queue).as_deref(), Some("1"));
         assert!(queue.try_push(text(3)).is_ok());
+        assert_eq!(drain(&queue), ["2", "3"]);
+    }
+
+    #[test]
+    fn replies_are_never_refused_and_fill_only_the_backlog() {
+        let queue = Outbound::new(1, 2);
+        queue.try_push(text(0)).unwrap();
+        for n in 1..=3 {
+            queue.push_reply(Utf8Bytes::from(n.to_string())).unwrap();
+        }
+        assert!(queue.backlog_full());
+        assert!(matches!(queue.try_push(text(4)), Err(Refused::Full(_))));
+        assert_eq!(popped(&queue).as_deref(), Some("0"));
+        assert_eq!(popped(&queue).as_deref(), Some("1"));
+        assert!(queue.backlog_full(), "two replies still wait");
         assert_eq!(popped(&queue).as_deref(), Some("2"));
-        assert_eq!(popped(&queue).as_deref(), Some("3"));
-        assert_eq!(popped(&queue), None);
+        assert!(!queue.backlog_full());
+        assert_eq!(drain(&queue), ["3"]);
     }
 
     #[test]
     fn a_burst_overflows_within_the_grace_and_twice_the_capacity() {
-        let queue = Outbound::new(2);
+        let queue = Outbound::new(2, 2);
         let grace = Duration::from_secs(60);
         for n in 0..4 {
             queue.try_push_with_grace(text(n), grace).unwrap();
@@ -219,7 +644,7 @@ mod tests {
         ));
         assert!(matches!(queue.try_push(text(4)), Err(Refused::Full(_))));
         // Past the grace, a full queue refuses.
-        let queue = Outbound::new(1);
+        let queue = Outbound::new(1, 1);
         queue.try_push(text(0)).unwrap();
         assert!(matches!(
             queue.try_push_with_grace(text(1), Duration::ZERO),
@@ -228,25 +653,153 @@ mod tests {
     }
 
     #[test]
+    fn updates_of_one_object_conflate_into_the_newest_with_every_field() {
+        let queue = Outbound::new(4, 4);
+        offer(&queue, text(0));
+        offer(&queue, change("1", Change::Update, &["title"], "a"));
+        // From half the budget on, a newer update of the same key replaces the queued one.
+        let queued = offer(&queue, change("1", Change::Update, &["done"], "b"));
+        assert_eq!(queued.conflated, 1);
+        offer(&queue, change("2", Change::Update, &["title"], "x"));
+        for title in ["c", "d", "e"] {
+            let queued = offer(&queue, change("1", Change::Update, &["title"], title));
+            assert_eq!(queued.conflated, 1);
+        }
+        let frames = parsed(&queue);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0], 0);
+        assert_eq!(frames[1]["data"]["object"]["id"], "2");
+        let last = &frames[2]["data"]["object"];
+        assert_eq!(last["title"], "e");
+        assert_eq!(last["updated_fields"], serde_json::json!(["title", "done"]));
+    }
+
+    #[test]
+    fn an_update_never_moves_past_a_reply() {
+        let queue = Outbound::new(2, 4);
+        offer(&queue, change("1", Change::Update, &["title"], "a"));
+        queue.push_reply(Utf8Bytes::from("\"reply\"")).unwrap();
+        let queued = offer(&queue, change("1", Change::Update, &["title"], "b"));
+        assert_eq!(queued.conflated, 0, "the update before the reply stays");
+        let titles: Vec<Value> = parsed(&queue)
+            .iter()
+            .map(|frame| {
+                frame
+                    .pointer("/data/object/title")
+                    .cloned()
+                    .unwrap_or(frame.clone())
+            })
+            .collect();
+        assert_eq!(titles, ["a", "reply", "b"]);
+    }
+
+    #[test]
+    fn a_delete_removes_queued_updates_and_creations_stay() {
+        let queue = Outbound::new(2, 2);
+        offer(&queue, change("1", Change::Create, &[], "a"));
+        offer(&queue, change("1", Change::Update, &["title"], "b"));
+        let queued = offer(&queue, change("1", Change::Delete, &[], "b"));
+        assert_eq!(queued.conflated, 1);
+        let kinds: Vec<Value> = parsed(&queue)
+            .iter()
+            .map(|frame| frame["data"]["type"].clone())
+            .collect();
+        assert_eq!(kinds, ["create", "delete"]);
+    }
+
+    #[test]
+    fn a_full_queue_with_nothing_to_conflate_refuses() {
+        let queue = Outbound::new(2, 2);
+        offer(&queue, change("1", Change::Create, &[], "a"));
+        offer(&queue, change("2", Change::Create, &[], "b"));
+        assert!(matches!(
+            queue.try_push_with_grace(change("3", Change::Update, &["title"], "c"), Duration::ZERO),
+            Err(Refused::Full(_))
+        ));
+    }
+
+    #[test]
+    fn updates_queued_before_conflation_began_are_merged_too() {
+        let queue = Outbound::new(6, 6);
+        for (fields, title) in [(&["a"], "1"), (&["b"], "2"), (&["c"], "3")] {
+            offer(&queue, change("k", Change::Update, fields, title));
+        }
+        // The fourth push crosses half the budget: the three queued ones collapse first.
+        let queued = offer(&queue, change("k", Change::Update, &["d"], "4"));
+        assert_eq!(queued.conflated, 3, "every replaced update is counted");
+        let frames = parsed(&queue);
+        assert_eq!(frames.len(), 1);
+        let object = &frames[0]["data"]["object"];
+        assert_eq!(object["title"], "4");
+        assert_eq!(
+            object["updated_fields"],
+            serde_json::json!(["a", "b", "c", "d"])
+        );
+    }
+
+    #[test]
+    fn a_long_run_of_conflated_updates_keeps_the_queue_small() {
+        let queue = Outbound::new(4, 4);
+        for n in 0..10_000 {
+            offer(
+                &queue,
+                change("1", Change::Update, &["title"], &n.to_string()),
+            );
+            offer(
+                &queue,
+                change("2", Change::Update, &["title"], &n.to_string()),
+            );
+        }
+        assert!(queue.lock().slots.len() <= 2 * KEEP_CAPACITY + 8);
+        let titles: Vec<Value> = parsed(&queue)
+            .iter()
+            .map(|frame| frame["data"]["object"]["title"].clone())
+            .collect();
+        assert_eq!(titles, ["9999", "9999"]);
+    }
+
+    #[test]
+    fn volatile_pushes_drop_the_oldest_and_keep_order() {
+        let queue = Outbound::new(3, 3);
+        queue.try_push(text(100)).unwrap();
+        let mut dropped = 0;
+        for n in 0..10 {
+            dropped += offer(&queue, volatile(n)).dropped;
+        }
+        assert_eq!(dropped, 8);
+        assert_eq!(drain(&queue), ["100", "8", "9"]);
+        // With no volatile push queued, the new one is the one that goes.
+        let queue = Outbound::new(1, 1);
+        queue.try_push(text(1)).unwrap();
+        let queued = offer(&queue, volatile(2));
+        assert_eq!(queued.dropped, 1);
+        assert_eq!(drain(&queue), ["1"]);
+    }
+
+    #[test]
     fn closed_refuses() {
-        let queue = Outbound::new(2);
+        let queue = Outbound::new(2, 2);
         queue.close();
         assert!(matches!(queue.try_push(text(1)), Err(Refused::Closed(_))));
+        assert!(matches!(
+            queue.push_reply(Utf8Bytes::from("x")),
+            Err(Refused::Closed(_))
+        ));
     }
 
     #[test]
     fn gives_back_capacity_after_a_burst() {
-        let queue = Outbound::new(10_000);
+        let queue = Outbound::new(10_000, 1);
         for n in 0..1000 {
             queue.try_push(text(n)).unwrap();
         }
         while queue.pop().is_some() {}
-        assert_eq!(queue.lock().items.capacity(), 0);
+        assert_eq!(queue.lock().slots.capacity(), 0);
     }
 
     #[tokio::test]
     async fn push_waits_for_room() {
-        let queue = std::sync::Arc::new(Outbound::new(1));
+        let queue = Arc::new(Outbound::new(1, 1));
         queue.try_push(text(1)).unwrap();
         let waiting = tokio::spawn({
             let queue = queue.clone();
@@ -260,8 +813,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_reader_waits_for_the_backlog_to_drain() {
+        let queue = Arc::new(Outbound::new(1, 1));
+        queue.push_reply(Utf8Bytes::from("1")).unwrap();
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.backlog_drained().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(popped(&queue).as_deref(), Some("1"));
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn push_fails_when_closed_while_waiting() {
-        let queue = std::sync::Arc::new(Outbound::new(1));
+        let queue = Arc::new(Outbound::new(1, 1));
         queue.try_push(text(1)).unwrap();
         let waiting = tokio::spawn({
             let queue = queue.clone();

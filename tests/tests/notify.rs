@@ -7,8 +7,9 @@
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use rohrpost::groups::{Policy, Push};
 use rohrpost::notify::{Change, Notify, Outbox};
-use rohrpost::{Connection, GroupError, GroupLayer, GroupStats, Groups, Utf8Bytes};
+use rohrpost::{Connection, GroupError, GroupLayer, GroupStats, Groups};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -16,6 +17,7 @@ use serde_json::{json, Value};
 #[derive(Clone, Default)]
 struct Recorder {
     sent: Arc<Mutex<Vec<(String, Value)>>>,
+    policies: Arc<Mutex<Vec<Policy>>>,
 }
 
 impl Recorder {
@@ -44,13 +46,10 @@ impl GroupLayer for Recorder {
         false
     }
     fn leave_all(&self, _: &Connection) {}
-    fn send<'a>(
-        &'a self,
-        group: &'a str,
-        frame: Utf8Bytes,
-    ) -> BoxFuture<'a, Result<usize, GroupError>> {
-        let message = serde_json::from_str(&frame).expect("a group frame is JSON");
+    fn send<'a>(&'a self, group: &'a str, push: Push) -> BoxFuture<'a, Result<usize, GroupError>> {
+        let message = serde_json::from_str(push.frame()).expect("a group frame is JSON");
         self.sent.lock().unwrap().push((group.to_owned(), message));
+        self.policies.lock().unwrap().push(push.policy().clone());
         Box::pin(async { Ok(1) })
     }
     fn groups_of(&self, _: &Connection) -> Vec<String> {
@@ -390,5 +389,49 @@ fn string_primary_keys_appear_without_quotes() {
     assert_eq!(
         board.notification_data(None, Change::Create),
         json!({"id": "main"})
+    );
+}
+
+#[derive(Serialize, Notify)]
+#[rohrpost(serialize, conflate)]
+struct Conflated {
+    id: i64,
+    name: String,
+}
+
+#[tokio::test]
+async fn conflate_opts_a_type_into_conflation_and_others_disconnect() {
+    let recorder = Recorder::default();
+    let groups = recorder.groups();
+    let conflated = Conflated {
+        id: 7,
+        name: "x".into(),
+    };
+    groups
+        .notify(&conflated, Change::Update, Some(&["name"]))
+        .await
+        .unwrap();
+    groups
+        .notify(&conflated, Change::Delete, None)
+        .await
+        .unwrap();
+    let plain = PlainExampleModel {
+        id: 1,
+        name: "y".into(),
+    };
+    groups.notify(&plain, Change::Update, None).await.unwrap();
+    assert_eq!(
+        *recorder.policies.lock().unwrap(),
+        [
+            Policy::Conflate {
+                pk: "7".into(),
+                change: Change::Update
+            },
+            Policy::Conflate {
+                pk: "7".into(),
+                change: Change::Delete
+            },
+            Policy::Disconnect,
+        ]
     );
 }

@@ -177,8 +177,20 @@ async fn subscriptions_survive_a_redis_restart_and_outage_traffic_stays_local() 
     let object = json!({"id": 1, "title": "outage", "updated_fields": ["title"]});
     expect_push(&mut on_a, "update", object).await;
 
+    restart_and_reconnect(&mut redis, [&a, &b]).await;
+    editor
+        .call(json!({"id": 3, "type": "todo.update", "data": {"id": 1, "title": "back"}}))
+        .await;
+    // The outage's update never arrives: the first thing B hears is this one.
+    let object = json!({"id": 1, "title": "back", "updated_fields": ["title"]});
+    expect_push(&mut on_a, "update", object.clone()).await;
+    expect_push(&mut on_b, "update", object).await;
+}
+
+/// Restarts Redis and waits until every node has re-established its subscriptions.
+async fn restart_and_reconnect(redis: &mut RedisServer, nodes: [&Node; 2]) {
     redis.restart();
-    for node in [&a, &b] {
+    for node in nodes {
         let deadline = Instant::now() + Duration::from_secs(15);
         while !(node.layer.status().connected && node.layer.status().connections >= 2) {
             assert!(
@@ -189,28 +201,7 @@ async fn subscriptions_survive_a_redis_restart_and_outage_traffic_stays_local() 
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    wait_for_subscribers(&redis, 2).await;
-    // The publisher reconnects on its own; give it a try or two.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut id = 3;
-    loop {
-        editor
-            .call(json!({"id": id, "type": "todo.update", "data": {"id": 1, "title": format!("back {id}")}}))
-            .await;
-        let object = json!({"id": 1, "title": format!("back {id}"), "updated_fields": ["title"]});
-        expect_push(&mut on_a, "update", object.clone()).await;
-        let crossed = tokio::time::timeout(Duration::from_millis(500), on_b.recv_json()).await;
-        if let Ok(push) = crossed {
-            // The outage's update never arrives: the first thing B hears is this one.
-            assert_eq!(push["data"]["object"], object);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pushes cross nodes again after the restart"
-        );
-        id += 1;
-    }
+    wait_for_subscribers(redis, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,4 +246,40 @@ async fn a_node_leaving_does_not_disturb_the_others() {
         .await;
     expect_push(&mut on_a, "create", json!({"id": 1, "title": "after"})).await;
     on_a.expect_silence(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_send_after_a_redis_restart_reaches_the_other_node_from_each_node() {
+    let Some((mut redis, a, b, _dir)) = cluster().await else {
+        return;
+    };
+    let mut on_a = a.subscriber().await;
+    let mut on_b = b.subscriber().await;
+    let mut editor_a = a.server.client().await;
+    let mut editor_b = b.server.client().await;
+    // Both nodes publish once, so that each has a publishing connection to lose.
+    editor_a
+        .call(json!({"id": 1, "type": "todo.create", "data": {"title": "milk"}}))
+        .await;
+    expect_push(&mut on_a, "create", json!({"id": 1, "title": "milk"})).await;
+    expect_push(&mut on_b, "create", json!({"id": 1, "title": "milk"})).await;
+    editor_b
+        .call(json!({"id": 1, "type": "todo.update", "data": {"id": 1, "title": "oat milk"}}))
+        .await;
+    let object = json!({"id": 1, "title": "oat milk", "updated_fields": ["title"]});
+    expect_push(&mut on_a, "update", object.clone()).await;
+    expect_push(&mut on_b, "update", object).await;
+
+    restart_and_reconnect(&mut redis, [&a, &b]).await;
+
+    // The very first send of each node after the restart crosses to the other node.
+    for (editor, title) in [(&mut editor_a, "from a"), (&mut editor_b, "from b")] {
+        let reply = editor
+            .call(json!({"id": 2, "type": "todo.update", "data": {"id": 1, "title": title}}))
+            .await;
+        assert_eq!(reply["data"]["title"], title);
+        let object = json!({"id": 1, "title": title, "updated_fields": ["title"]});
+        expect_push(&mut on_a, "update", object.clone()).await;
+        expect_push(&mut on_b, "update", object).await;
+    }
 }

@@ -4,9 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures_util::future::BoxFuture;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{GroupError, GroupLayer, GroupStats};
+use super::{GroupError, GroupLayer, GroupStats, Push};
 use crate::Connection;
 
 /// Groups of the connections of this process: the default [`GroupLayer`].
@@ -67,15 +66,15 @@ impl MemoryGroups {
         self.read().members.keys().map(|g| g.to_string()).collect()
     }
 
-    /// Queues `frame` for every local member of `group`.
-    pub(crate) fn deliver(&self, group: &str, frame: &Utf8Bytes) -> usize {
+    /// Queues `push` for every local member of `group`.
+    pub(crate) fn deliver(&self, group: &str, push: &Push) -> usize {
         let state = self.read();
         let Some(members) = state.members.get(group) else {
             return 0;
         };
         members
             .values()
-            .filter(|member| member.try_send_text(frame.clone()).is_ok())
+            .filter(|member| member.try_send_push(push).is_ok())
             .count()
     }
 }
@@ -125,12 +124,8 @@ impl GroupLayer for MemoryGroups {
         }
     }
 
-    fn send<'a>(
-        &'a self,
-        group: &'a str,
-        frame: Utf8Bytes,
-    ) -> BoxFuture<'a, Result<usize, GroupError>> {
-        let delivered = self.deliver(group, &frame);
+    fn send<'a>(&'a self, group: &'a str, push: Push) -> BoxFuture<'a, Result<usize, GroupError>> {
+        let delivered = self.deliver(group, &push);
         Box::pin(async move { Ok(delivered) })
     }
 

@@ -16,11 +16,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use serde_json::Value;
 use thiserror::Error;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::handler::{FromRequest, RequestContext};
 use crate::message::{EmptyMessage, Message};
+use crate::notify::{pk_text, Change};
+use crate::outbound::Class;
 use crate::{Connection, Error};
 
 #[cfg(feature = "redis")]
@@ -44,6 +47,114 @@ pub enum GroupError {
     Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
+/// What a group push does for a member whose outbound queue is full
+/// ([`ServerBuilder::outbound_queue`](crate::ServerBuilder::outbound_queue) pushes): nothing
+/// is lost that the application did not agree to lose.
+///
+/// | policy | when the member's queue is full |
+/// | --- | --- |
+/// | [`Disconnect`](Policy::Disconnect) (default) | after a short burst grace, the member is closed with 1008 and its reason |
+/// | [`Conflate`](Policy::Conflate) | from half the queue on, an update replaces the queued update of the same object |
+/// | [`DropOldest`](Policy::DropOldest) | the member's oldest queued volatile push is dropped; never a disconnect |
+///
+/// Replies to a client's own requests never count against the queue and are never dropped.
+///
+/// ```
+/// use rohrpost::groups::Policy;
+/// use rohrpost::notify::Change;
+/// use rohrpost::prelude::*;
+///
+/// # async fn example(groups: rohrpost::Groups) -> Result<(), rohrpost::GroupError> {
+/// let cursor = Message::success("cursor", 0).with_data(json!({"x": 10, "y": 20}));
+/// groups.send_volatile("board-1", &cursor).await?;
+///
+/// let update = Message::success("subscription-update", 0).with_data(json!({
+///     "type": "update", "group": "todo-1",
+///     "object": {"id": 1, "title": "oat milk", "updated_fields": ["title"]},
+/// }));
+/// groups.send_with("todo-1", &update, Policy::conflate(&json!(1), Change::Update)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Policy {
+    /// Close the member with code 1008 (`outbound queue full: the client is not reading`),
+    /// so that it knows it missed messages. A burst may overflow the queue up to twice its
+    /// length within the write timeout first.
+    #[default]
+    Disconnect,
+    /// The push is a change to one object, and a member only needs its latest state. Once
+    /// the member's queue holds half its length in pushes, an update of the object removes
+    /// the queued update of the same object (same group, same primary key) and is appended
+    /// at the end, carrying the union of both updates' `updated_fields`; a delete removes
+    /// the queued updates of its object; creations and deletions are never dropped. A push
+    /// that frees nothing in a full queue falls back to [`Disconnect`](Policy::Disconnect).
+    Conflate {
+        /// The object's primary key, as in its group name (see [`pk_text`]).
+        pk: String,
+        /// What happened to the object.
+        change: Change,
+    },
+    /// The push is volatile (a cursor, a ticker, a progress bar): when the member's queue is
+    /// full, its oldest queued volatile push is dropped to make room (or this one, when
+    /// none is queued). Never a disconnect.
+    DropOldest,
+}
+
+impl Policy {
+    /// [`Policy::Conflate`] for the object with primary key `pk`.
+    pub fn conflate(pk: &Value, change: Change) -> Self {
+        Policy::Conflate {
+            pk: pk_text(pk).into_owned(),
+            change,
+        }
+    }
+}
+
+/// A message for a group's members: its frame, serialized once, and its [`Policy`]. A
+/// [`GroupLayer`] hands it to each member with [`Connection::try_send_push`].
+#[derive(Debug, Clone)]
+pub struct Push {
+    frame: Utf8Bytes,
+    policy: Policy,
+    class: Class,
+}
+
+impl Push {
+    /// A push of `frame` (JSON text) to `group` under `policy`.
+    pub fn new(group: &str, frame: impl Into<Utf8Bytes>, policy: Policy) -> Self {
+        let class = match &policy {
+            Policy::Disconnect => Class::Plain,
+            Policy::DropOldest => Class::Volatile,
+            Policy::Conflate { pk, change } => Class::Conflate {
+                // A group name cannot hold a NUL byte in any form a client sends (JSON
+                // strings escape it), so the pair is unambiguous.
+                key: Arc::from(format!("{group}\0{pk}")),
+                change: *change,
+            },
+        };
+        Self {
+            frame: frame.into(),
+            policy,
+            class,
+        }
+    }
+
+    /// The JSON text frame.
+    pub fn frame(&self) -> &Utf8Bytes {
+        &self.frame
+    }
+
+    /// What happens when a member's queue is full.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub(crate) fn class(&self) -> &Class {
+        &self.class
+    }
+}
+
 /// Counts of a group layer's local bookkeeping, for metrics and leak checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupStats {
@@ -58,8 +169,8 @@ pub struct GroupStats {
 /// Where group memberships live and how group messages travel: implement it to plug in
 /// another backend (the in-process [`MemoryGroups`] is the default).
 ///
-/// `send` must not wait for slow recipients: queue the frame for each member with
-/// [`Connection::try_send_text`] and move on.
+/// `send` must not wait for slow recipients: queue the push for each member with
+/// [`Connection::try_send_push`] and move on.
 ///
 /// A layer that counts what goes through the in-process one:
 ///
@@ -67,7 +178,8 @@ pub struct GroupStats {
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 ///
 /// use futures_util::future::BoxFuture;
-/// use rohrpost::{Connection, GroupError, GroupLayer, GroupStats, Groups, MemoryGroups, Utf8Bytes};
+/// use rohrpost::groups::Push;
+/// use rohrpost::{Connection, GroupError, GroupLayer, GroupStats, Groups, MemoryGroups};
 ///
 /// #[derive(Default)]
 /// struct Counted {
@@ -85,9 +197,9 @@ pub struct GroupStats {
 ///     fn leave_all(&self, connection: &Connection) {
 ///         self.inner.leave_all(connection)
 ///     }
-///     fn send<'a>(&'a self, group: &'a str, frame: Utf8Bytes) -> BoxFuture<'a, Result<usize, GroupError>> {
+///     fn send<'a>(&'a self, group: &'a str, push: Push) -> BoxFuture<'a, Result<usize, GroupError>> {
 ///         self.sent.fetch_add(1, Ordering::Relaxed);
-///         self.inner.send(group, frame)
+///         self.inner.send(group, push)
 ///     }
 ///     fn groups_of(&self, connection: &Connection) -> Vec<String> {
 ///         self.inner.groups_of(connection)
@@ -116,13 +228,9 @@ pub trait GroupLayer: Send + Sync + 'static {
     /// Removes `connection` from every group; called when it closes.
     fn leave_all(&self, connection: &Connection);
 
-    /// Queues `frame` for every member of `group`; returns how many local members it was
+    /// Queues `push` for every member of `group`; returns how many local members it was
     /// queued for.
-    fn send<'a>(
-        &'a self,
-        group: &'a str,
-        frame: Utf8Bytes,
-    ) -> BoxFuture<'a, Result<usize, GroupError>>;
+    fn send<'a>(&'a self, group: &'a str, push: Push) -> BoxFuture<'a, Result<usize, GroupError>>;
 
     /// The groups `connection` is a member of.
     fn groups_of(&self, connection: &Connection) -> Vec<String>;
@@ -178,19 +286,43 @@ impl Groups {
 
     /// Sends `message` to every member of `group`, serialized once; returns how many local
     /// members it was queued for. Never waits for a slow member: one whose queue is full is
-    /// disconnected (close 1008) instead.
+    /// disconnected (close 1008) instead ([`Policy::Disconnect`]).
     pub async fn send(&self, group: &str, message: &Message) -> Result<usize, GroupError> {
-        let frame = message.to_json()?;
-        self.send_json(group, frame).await
+        self.send_with(group, message, Policy::Disconnect).await
     }
 
-    /// Sends an already serialized JSON frame to every member of `group`.
+    /// Sends `message` to every member of `group` under `policy` (see [`Policy`]).
+    pub async fn send_with(
+        &self,
+        group: &str,
+        message: &Message,
+        policy: Policy,
+    ) -> Result<usize, GroupError> {
+        let frame = message.to_json()?;
+        self.send_push(group, Push::new(group, frame, policy)).await
+    }
+
+    /// Sends a volatile message (a cursor, a ticker, progress): a member whose queue is full
+    /// loses its oldest queued volatile message instead of its connection
+    /// ([`Policy::DropOldest`]).
+    pub async fn send_volatile(&self, group: &str, message: &Message) -> Result<usize, GroupError> {
+        self.send_with(group, message, Policy::DropOldest).await
+    }
+
+    /// Sends an already serialized JSON frame to every member of `group`
+    /// ([`Policy::Disconnect`]).
     pub async fn send_json(
         &self,
         group: &str,
         frame: impl Into<Utf8Bytes>,
     ) -> Result<usize, GroupError> {
-        self.layer.send(group, frame.into()).await
+        self.send_push(group, Push::new(group, frame, Policy::Disconnect))
+            .await
+    }
+
+    /// Sends a [`Push`] to every member of `group`.
+    pub async fn send_push(&self, group: &str, push: Push) -> Result<usize, GroupError> {
+        self.layer.send(group, push).await
     }
 
     /// Adds `connection` to `group`.

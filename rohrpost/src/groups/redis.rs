@@ -10,6 +10,14 @@
 //! message, remote nodes miss those sent meanwhile (the send returns
 //! [`GroupError::Backend`] after its local delivery), and nothing is replayed when Redis is
 //! back. The layer reconnects with backoff and re-subscribes every group with local members.
+//! A publish that fails because its connection broke (Redis restarted since the last
+//! publish) is retried once on a fresh connection, within the same timeout, so the first
+//! send after Redis comes back is not lost.
+//!
+//! The payload is the node id, the push's [`Policy`] and the frame:
+//! `<16 hex digits>:` then `d` (disconnect), `v` (drop oldest) or `c` with the change
+//! (`c`reate, `u`pdate, `x` delete), the primary key's length in bytes, `:` and the key;
+//! then the frame's JSON text.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,7 +30,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::{GroupError, GroupLayer, GroupStats, MemoryGroups};
+use super::{GroupError, GroupLayer, GroupStats, MemoryGroups, Policy, Push};
+use crate::notify::Change;
 use crate::Connection;
 
 /// The default prefix of the groups' Redis channels: group `todo-1` is channel
@@ -139,6 +148,20 @@ impl RedisGroups {
             .is_ok_and(|seen| seen.is_ok())
     }
 
+    /// Publishes; a connection found broken only now (Redis restarted since the last
+    /// publish) is replaced and the publish tried once more. The connection manager starts
+    /// the reconnection when it sees the error; the second attempt waits for it.
+    async fn publish(&self, command: &redis::Cmd) -> Result<(), redis::RedisError> {
+        let mut publisher = self.publisher.clone();
+        match command.query_async::<i64>(&mut publisher).await {
+            Err(error) if error.is_unrecoverable_error() => {
+                tracing::debug!(%error, "the Redis publishing connection broke; publishing again on a new one");
+                command.query_async::<i64>(&mut publisher).await.map(drop)
+            }
+            result => result.map(drop),
+        }
+    }
+
     fn sync(&self, group: &str) -> oneshot::Receiver<()> {
         let (done, synced) = oneshot::channel();
         let _ = self.commands.send(Sync {
@@ -197,23 +220,19 @@ impl GroupLayer for RedisGroups {
         }
     }
 
-    fn send<'a>(
-        &'a self,
-        group: &'a str,
-        frame: Utf8Bytes,
-    ) -> BoxFuture<'a, Result<usize, GroupError>> {
+    fn send<'a>(&'a self, group: &'a str, push: Push) -> BoxFuture<'a, Result<usize, GroupError>> {
         Box::pin(async move {
-            let delivered = self.local.deliver(group, &frame);
-            let mut payload = Vec::with_capacity(self.node.len() + frame.len());
+            let delivered = self.local.deliver(group, &push);
+            let frame = push.frame();
+            let mut payload = Vec::with_capacity(self.node.len() + 16 + frame.len());
             payload.extend_from_slice(self.node.as_bytes());
+            encode_policy(push.policy(), &mut payload);
             payload.extend_from_slice(frame.as_bytes());
-            let mut publisher = self.publisher.clone();
             let channel = format!("{}{group}", self.prefix);
             let mut command = redis::cmd("PUBLISH");
             command.arg(&channel).arg(payload);
-            let publish = command.query_async::<i64>(&mut publisher);
-            match tokio::time::timeout(self.timeout, publish).await {
-                Ok(Ok(_)) => Ok(delivered),
+            match tokio::time::timeout(self.timeout, self.publish(&command)).await {
+                Ok(Ok(())) => Ok(delivered),
                 Ok(Err(error)) => Err(backend(error)),
                 Err(_) => Err(GroupError::Backend(
                     format!("Redis did not take the publish within {:?}", self.timeout).into(),
@@ -247,6 +266,49 @@ impl fmt::Debug for RedisGroups {
 
 fn backend(error: redis::RedisError) -> GroupError {
     GroupError::Backend(Box::new(error))
+}
+
+/// Writes a push's policy into a payload (see the module docs).
+fn encode_policy(policy: &Policy, payload: &mut Vec<u8>) {
+    match policy {
+        Policy::Disconnect => payload.push(b'd'),
+        Policy::DropOldest => payload.push(b'v'),
+        Policy::Conflate { pk, change } => {
+            payload.push(b'c');
+            payload.push(match change {
+                Change::Create => b'c',
+                Change::Update => b'u',
+                Change::Delete => b'x',
+            });
+            payload.extend_from_slice(pk.len().to_string().as_bytes());
+            payload.push(b':');
+            payload.extend_from_slice(pk.as_bytes());
+        }
+    }
+}
+
+/// Reads a push's policy off the front of a payload; returns it and the rest (the frame).
+fn decode_policy(payload: &[u8]) -> Option<(Policy, &[u8])> {
+    let (&kind, rest) = payload.split_first()?;
+    match kind {
+        b'd' => Some((Policy::Disconnect, rest)),
+        b'v' => Some((Policy::DropOldest, rest)),
+        b'c' => {
+            let (&change, rest) = rest.split_first()?;
+            let change = match change {
+                b'c' => Change::Create,
+                b'u' => Change::Update,
+                b'x' => Change::Delete,
+                _ => return None,
+            };
+            let colon = rest.iter().position(|&byte| byte == b':')?;
+            let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+            let rest = &rest[colon + 1..];
+            let pk = std::str::from_utf8(rest.get(..len)?).ok()?.to_owned();
+            Some((Policy::Conflate { pk, change }, &rest[len..]))
+        }
+        _ => None,
+    }
 }
 
 /// A node id that differs between processes and between layers of one process.
@@ -398,14 +460,57 @@ impl Subscriber {
         if payload.starts_with(self.node.as_bytes()) {
             return; // ours: delivered locally when it was sent
         }
-        // The node id is 17 ASCII bytes; what follows is the frame's UTF-8 text.
+        // The node id is 17 ASCII bytes; then the policy, then the frame's UTF-8 text.
+        let Some((policy, frame)) = decode_policy(frame) else {
+            tracing::warn!(
+                group,
+                "dropping a Redis group message without a policy (a node of another version?)"
+            );
+            return;
+        };
         match std::str::from_utf8(frame) {
             Ok(text) => {
-                self.local.deliver(group, &Utf8Bytes::from(text));
+                let push = Push::new(group, Utf8Bytes::from(text), policy);
+                self.local.deliver(group, &push);
             }
             Err(error) => {
                 tracing::warn!(group, %error, "dropping a Redis group message that is not UTF-8")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_travel_with_the_frame() {
+        let policies = [
+            Policy::Disconnect,
+            Policy::DropOldest,
+            Policy::Conflate {
+                pk: "7".into(),
+                change: Change::Update,
+            },
+            Policy::Conflate {
+                pk: "a:b{".into(),
+                change: Change::Delete,
+            },
+            Policy::Conflate {
+                pk: String::new(),
+                change: Change::Create,
+            },
+        ];
+        for policy in policies {
+            let mut payload = Vec::new();
+            encode_policy(&policy, &mut payload);
+            payload.extend_from_slice(b"{\"id\":1}");
+            let (decoded, frame) = decode_policy(&payload).expect("decodes");
+            assert_eq!(decoded, policy);
+            assert_eq!(frame, b"{\"id\":1}");
+        }
+        assert!(decode_policy(b"{\"id\":1}").is_none());
+        assert!(decode_policy(b"cu99:short").is_none());
     }
 }

@@ -30,8 +30,11 @@ use crate::{Groups, Handlers};
 pub const DEFAULT_PATH: &str = "/rohrpost/";
 /// Default largest incoming message: 1 MiB. Larger messages close the connection with 1009.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
-/// Default length of each connection's outbound queue, in messages.
+/// Default length of each connection's outbound queue, in pushes (replies not counted).
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+/// Default number of replies that may wait to be written to one client before the server
+/// stops reading its requests.
+pub const DEFAULT_REPLY_BACKLOG: usize = 1024;
 /// Default time a client has to complete the WebSocket handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest WebSocket handshake request head (request line and headers, cookies
@@ -87,12 +90,13 @@ pub enum ServerError {
 /// | --- | --- | --- |
 /// | [`path`](Self::path) | `/rohrpost/` | other paths: HTTP 404 at the handshake |
 /// | [`max_message_size`](Self::max_message_size) | 1 MiB | close code 1009 |
-/// | [`outbound_queue`](Self::outbound_queue) | 1024 messages | [`Connection::try_send`](crate::Connection::try_send) fails when full, and the client is closed with 1008 |
+/// | [`outbound_queue`](Self::outbound_queue) | 1024 pushes | the push's [`Policy`](crate::groups::Policy): close code 1008 (default), conflation from half of it on, or the oldest volatile push dropped |
+/// | [`reply_backlog`](Self::reply_backlog) | 1024 replies | the client's requests are not read until its replies drain; replies are never dropped |
 /// | [`write_timeout`](Self::write_timeout) | 10 s | close code 1008 when the client reads nothing that long while messages wait |
 /// | [`handshake_timeout`](Self::handshake_timeout) | 10 s | connection dropped; the authentication hook has its own 10 s, then HTTP 503 |
 /// | request head ([`MAX_REQUEST_HEAD`]) | 16 KiB | HTTP 431 at the handshake |
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s | handlers still running then are dropped |
-/// | [`close_timeout`](Self::close_timeout) | 5 s | socket dropped without a close handshake |
+/// | [`close_timeout`](Self::close_timeout) | 5 s | socket dropped without a close handshake (10 s for a client the server cut off, which gets its queued messages and then the close code and reason) |
 /// | [`max_connections`](Self::max_connections) | 100,000 | HTTP 503 at the handshake |
 /// | [`allowed_origins`](Self::allowed_origins) | any | HTTP 403 at the handshake |
 /// | [`authenticate`](Self::authenticate) | none | HTTP 401/403 (or 503) at the handshake |
@@ -124,6 +128,7 @@ pub struct ServerBuilder {
     state: TypeMap,
     max_message_size: usize,
     outbound_queue: usize,
+    reply_backlog: usize,
     handshake_timeout: Duration,
     shutdown_timeout: Duration,
     close_timeout: Duration,
@@ -157,6 +162,7 @@ impl Default for ServerBuilder {
             state: TypeMap::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            reply_backlog: DEFAULT_REPLY_BACKLOG,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -209,13 +215,26 @@ impl ServerBuilder {
         self
     }
 
-    /// How many messages may wait to be written to one client (default 1024). When the queue
-    /// is full, [`Connection::try_send`](crate::Connection::try_send) (and so a group send) fails with
+    /// How many pushes (group messages and a handler's own sends, not replies) may wait to
+    /// be written to one client (default 1024). When they fill the queue, the push's
+    /// [`Policy`](crate::groups::Policy) decides: by default
+    /// [`Connection::try_send`](crate::Connection::try_send) (and so a group send) fails with
     /// [`SendError::QueueFull`](crate::SendError::QueueFull) and the connection is closed with
-    /// code 1008; [`Connection::send`](crate::Connection::send) and replies wait for room, up to the
+    /// code 1008; a conflated update replaces the queued update of its object (from half the
+    /// queue on); a volatile push drops the oldest queued one.
+    /// [`Connection::send`](crate::Connection::send) waits for room, up to the
     /// [`write_timeout`](Self::write_timeout).
     pub fn outbound_queue(mut self, messages: usize) -> Self {
         self.outbound_queue = messages;
+        self
+    }
+
+    /// How many replies may wait to be written to one client before the server stops
+    /// reading its requests (default 1024). Replies are never dropped: a client that sends
+    /// requests without reading the replies slows itself down, and one that reads nothing
+    /// at all is closed at the [`write_timeout`](Self::write_timeout).
+    pub fn reply_backlog(mut self, replies: usize) -> Self {
+        self.reply_backlog = replies;
         self
     }
 
@@ -236,7 +255,10 @@ impl ServerBuilder {
     }
 
     /// How long a closing connection may take to flush its last messages and its close
-    /// frame (default 5 s) before the socket is dropped.
+    /// frame (default 5 s) before the socket is dropped. A client the server cut off (too
+    /// slow, or breaking the protocol) gets twice as long to read what was queued for it
+    /// and the close frame with its code and reason: the frame waits behind that data, and
+    /// a client that reads later sees the connection end without a close frame.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
@@ -415,10 +437,10 @@ impl ServerBuilder {
                 "handlers_per_connection must be at least 1".into(),
             ));
         }
-        if self.outbound_queue == 0 || self.max_message_size == 0 {
+        if self.outbound_queue == 0 || self.reply_backlog == 0 || self.max_message_size == 0 {
             return Err(ServerError::InvalidConfig(format!(
-                "outbound_queue and max_message_size must be at least 1, got {} and {}",
-                self.outbound_queue, self.max_message_size
+                "outbound_queue, reply_backlog and max_message_size must be at least 1, got {}, {} and {}",
+                self.outbound_queue, self.reply_backlog, self.max_message_size
             )));
         }
         let handlers = self.handlers.unwrap_or_else(Handlers::collect);
@@ -449,6 +471,7 @@ impl ServerBuilder {
             path: self.path,
             websocket,
             outbound_queue: self.outbound_queue,
+            reply_backlog: self.reply_backlog,
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
             write_timeout: self.write_timeout,
@@ -505,6 +528,7 @@ struct Shared {
     path: String,
     websocket: WebSocketConfig,
     outbound_queue: usize,
+    reply_backlog: usize,
     handshake_timeout: Duration,
     close_timeout: Duration,
     write_timeout: Duration,

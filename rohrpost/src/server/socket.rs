@@ -23,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{RateLimit, Shared, BINARY_FRAME_ERROR, MAX_REQUEST_HEAD};
-use crate::connection::SLOW_CLIENT;
+use crate::connection::{Budget, SLOW_CLIENT};
 use crate::handshake::{Accept, Handshake, Refusal};
 use crate::message::Message;
 use crate::metrics::{Counter, Metrics};
@@ -68,14 +68,19 @@ pub(crate) async fn run<S: Transport>(
 ) {
     shared.metrics.add(Counter::ConnectionsTotal);
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let (sink, mut stream) = socket.split();
+    let (mut sink, mut stream) = socket.split();
+    let budget = Budget {
+        outbound_queue: shared.outbound_queue,
+        reply_backlog: shared.reply_backlog,
+        write_timeout: shared.write_timeout,
+        metrics: shared.metrics.clone(),
+    };
     let connection = Connection::new(
         id,
         peer,
-        shared.outbound_queue,
         CancellationToken::new(),
         shared.groups.clone(),
-        shared.write_timeout,
+        budget,
         accepted.state,
     );
     // Leaves every group and the server's list when this task ends, however it ends.
@@ -95,13 +100,21 @@ pub(crate) async fn run<S: Transport>(
         }
         end
     };
-    let writing = write_loop(sink, connection.clone(), shared.clone());
-    let (end, ()) = super::join::join(reading, writing).await;
+    let writing = write_loop(&mut sink, connection.clone(), shared.clone());
+    let (end, unsent) = super::join::join(reading, writing).await;
     // Nothing can reach the connection any more: leave its groups now, not after lingering.
     connection.stop();
     connection.groups().leave_all(&connection);
-    if !matches!(end, End::Peer) {
-        linger(&mut stream, shared.close_timeout.min(LINGER)).await;
+    match sink.reunite(stream) {
+        Ok(mut socket) => {
+            close_socket(&mut socket, &connection, &shared, unsent).await;
+            if !matches!(end, End::Peer) {
+                linger(&mut socket, shared.close_timeout.min(LINGER)).await;
+            }
+        }
+        Err(error) => {
+            tracing::error!(connection = id, %error, "cannot reunite the socket's halves")
+        }
     }
     tracing::debug!(connection = id, %peer, ?end, "connection closed");
 }
@@ -353,6 +366,9 @@ async fn read_loop<S: Transport>(
         if connection.is_closed() {
             return End::Closed;
         }
+        // Replies wait for the client to read them: while too many do, read no more requests.
+        let backlog_full = connection.outbound().backlog_full();
+        let reading = running.len() < shared.handlers_per_connection && !backlog_full;
         let frame = tokio::select! {
             biased;
             stopped = &mut signal => {
@@ -363,17 +379,18 @@ async fn read_loop<S: Transport>(
             }
             Some(reply) = running.next(), if running.len() > 0 => {
                 if let Some(reply) = reply {
-                    if connection.send_text(reply).await.is_err() {
+                    if connection.send_reply(reply).is_err() {
                         return End::Closed;
                     }
                 }
                 continue;
             }
-            frame = stream.next(), if running.len() < shared.handlers_per_connection => frame,
+            frame = stream.next(), if reading => frame,
+            () = connection.outbound().backlog_drained(), if backlog_full => continue,
             _ = &mut ping_timer => {
-                if running.len() >= shared.handlers_per_connection {
-                    // The socket is not read while every handler slot is busy: an unseen
-                    // pong is not the client's fault.
+                if !reading {
+                    // The socket is not read while every handler slot is busy or replies
+                    // pile up: an unseen pong is not the client's fault.
                     liveness.heard();
                 }
                 match liveness.check() {
@@ -419,7 +436,7 @@ async fn read_loop<S: Transport>(
             Some(Err(error)) => return refuse(connection, error),
         };
         if let Some(reply) = reply {
-            if connection.send_text(reply).await.is_err() {
+            if connection.send_reply(reply).is_err() {
                 return End::Closed;
             }
         }
@@ -473,7 +490,7 @@ where
             Some(reply) = running.next() => reply,
         };
         if let Some(reply) = reply {
-            if connection.send_text(reply).await.is_err() {
+            if connection.send_reply(reply).is_err() {
                 return End::Closed;
             }
         }
@@ -499,11 +516,13 @@ fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
     End::Closed
 }
 
+/// Writes queued items until the connection stops; returns the item it had taken off the
+/// queue but not yet handed to the socket, if any.
 async fn write_loop<S: Transport>(
-    mut sink: SplitSink<WebSocketStream<S>, Frame>,
+    sink: &mut SplitSink<WebSocketStream<S>, Frame>,
     connection: Connection,
     shared: Arc<Shared>,
-) {
+) -> Option<Item> {
     let queue = connection.outbound();
     let aborted = connection.writer_signal();
     tokio::pin!(aborted);
@@ -520,14 +539,14 @@ async fn write_loop<S: Transport>(
         }
         // Usually the socket takes the batch at once: no timer for that. `write_batch` is
         // cancel-safe, so an unfinished attempt is simply resumed under the write timeout.
-        let written = match write_batch(&mut sink, queue, &mut pending).now_or_never() {
+        let written = match write_batch(sink, queue, &mut pending).now_or_never() {
             Some(written) => Ok(written),
             None => tokio::select! {
                 biased;
                 _ = &mut aborted => break,
                 written = tokio::time::timeout(
                     shared.write_timeout,
-                    write_batch(&mut sink, queue, &mut pending),
+                    write_batch(sink, queue, &mut pending),
                 ) => written,
             },
         };
@@ -542,29 +561,47 @@ async fn write_loop<S: Transport>(
         }
     }
     queue.close();
+    // Stops the reader too, whoever ended first.
+    connection.stop();
+    pending
+}
+
+/// Ends the connection's side of the socket. A connection stopped on purpose (a slow
+/// client, a protocol error) still gets what was accepted for it, and then its close frame
+/// with code and reason. Both go into the socket's write buffer whether or not the socket
+/// has room (`start_send` without `poll_ready`: tokio-tungstenite keeps a frame it cannot
+/// write yet), so the close frame comes right behind them and is not lost to a timeout
+/// while they wait: a client that reads late still learns why it was cut off, rather than
+/// seeing a close without a status. What is buffered is bounded by the queue's limits.
+/// Then everything, and the close frame (ours, or the reply to the client's), is flushed
+/// within the close timeout, or twice that for a client cut off (it has more to read).
+async fn close_socket<S: Transport>(
+    socket: &mut WebSocketStream<S>,
+    connection: &Connection,
+    shared: &Shared,
+    unsent: Option<Item>,
+) {
     if let Some(frame) = connection.take_abort_frame() {
         if frame.reason == SLOW_CLIENT {
             shared.metrics.add(Counter::SlowClients);
         }
-        // Stopped on purpose (a slow client, a protocol error): still deliver what was
-        // accepted for it, and say why, if the client reads within the close timeout.
-        let farewell = async {
-            let queued = std::iter::from_fn(|| queue.pop());
-            for item in pending.take().into_iter().chain(queued) {
-                match item {
-                    Item::Text(text) => sink.feed(Frame::Text(text)).await?,
-                    Item::Ping => {}
-                    Item::Close(_) => break,
-                }
+        let queue = connection.outbound();
+        let queued = std::iter::from_fn(|| queue.pop());
+        for item in unsent.into_iter().chain(queued) {
+            let text = match item {
+                Item::Reply(text) | Item::Push(text, _) => text,
+                Item::Ping => continue,
+                Item::Close(_) => break,
+            };
+            if socket.start_send_unpin(Frame::Text(text)).is_err() {
+                break;
             }
-            sink.send(Frame::Close(Some(frame))).await
-        };
-        let _ = tokio::time::timeout(shared.close_timeout, farewell).await;
+        }
+        let _ = socket.start_send_unpin(Frame::Close(Some(frame)));
+        let _ = tokio::time::timeout(shared.close_timeout * 2, SinkExt::close(socket)).await;
+        return;
     }
-    // Flushes a close frame, ours or the reply to the client's.
-    let _ = tokio::time::timeout(shared.close_timeout, sink.close()).await;
-    // Stops the reader too, whoever ended first.
-    connection.stop();
+    let _ = tokio::time::timeout(shared.close_timeout, SinkExt::close(socket)).await;
 }
 
 /// The error reply to a message over the rate limit.
@@ -675,7 +712,7 @@ async fn write_batch<S: Transport>(
         futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
         let Some(item) = pending.take() else { break };
         match item {
-            Item::Text(text) => sink.start_send_unpin(Frame::Text(text))?,
+            Item::Reply(text) | Item::Push(text, _) => sink.start_send_unpin(Frame::Text(text))?,
             Item::Ping => sink.start_send_unpin(Frame::Ping(Default::default()))?,
             Item::Close(frame) => {
                 sink.start_send_unpin(Frame::Close(Some(frame)))?;
@@ -707,7 +744,7 @@ impl Drop for LeaveOnDrop {
 /// Reads and discards what the client still sends after our close frame, until it answers
 /// with its own or the time is up: closing a socket with unread data makes the kernel send a
 /// reset, and the client would then never read the close frame that says why.
-async fn linger<S: Transport>(stream: &mut SplitStream<WebSocketStream<S>>, time: Duration) {
+async fn linger<S: Transport>(stream: &mut WebSocketStream<S>, time: Duration) {
     let _ = tokio::time::timeout(time, async {
         while let Some(frame) = stream.next().await {
             if let Err(
