@@ -12,30 +12,10 @@
 //! (hunter2), `--database-url`/`DATABASE_URL` (an SQLite file `todo.sqlite` here),
 //! `--redis-url`/`ROHRPOST_REDIS_URL` (none: groups in this process only).
 
-#[path = "todo/app.rs"]
-#[allow(dead_code)] // the standalone `server` is for the tests
-mod app;
-
 use clap::Parser;
-
-#[path = "common/logging.rs"]
-mod logging;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    logging::init();
-    let config = app::Config::parse();
-    let groups = config.groups().await?;
-    let (router, endpoint) = app::router(&config, groups).await?;
-    let listener = tokio::net::TcpListener::bind(config.addr.as_str()).await?;
-    let addr = listener.local_addr()?;
-    println!("rohrpost todo demo: ws://{addr}/rohrpost/ (the page: http://{addr}/)");
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(async move {
-            rohrpost::shutdown_signal().await;
-            endpoint.shutdown().await;
-        })
-        .await?;
-    Ok(())
+    rohrpost_todo::init_logging();
+    rohrpost_todo::serve(rohrpost_todo::Config::parse()).await
 }

@@ -14,10 +14,10 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::WebSocketStream;
 
-pub type Socket = WebSocketStream<TcpStream>;
+pub(crate) type Socket = WebSocketStream<TcpStream>;
 
 /// Connects from 127.0.0.`n` (spreading source addresses past one address's ports).
-pub async fn connect(addr: SocketAddr, path: &str, n: usize) -> Socket {
+pub(crate) async fn connect(addr: SocketAddr, path: &str, n: usize) -> Socket {
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (n % 253) as u8));
     let socket = TcpSocket::new_v4().expect("socket");
     socket
@@ -32,12 +32,12 @@ pub async fn connect(addr: SocketAddr, path: &str, n: usize) -> Socket {
     socket
 }
 
-pub fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
 /// What one round-trip run measured.
-pub struct RttResult {
+pub(crate) struct RttResult {
     pub messages: u64,
     pub elapsed: Duration,
     /// Round-trip latencies, in microseconds.
@@ -45,13 +45,13 @@ pub struct RttResult {
 }
 
 impl RttResult {
-    pub fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         self.messages as f64 / self.elapsed.as_secs_f64()
     }
 }
 
 /// `connections` sockets, each keeping `in_flight` pings outstanding for `duration`.
-pub async fn rtt(
+pub(crate) async fn rtt(
     addr: SocketAddr,
     path: &str,
     connections: usize,
@@ -117,7 +117,7 @@ async fn pinger(mut socket: Socket, in_flight: usize, deadline: Instant) -> (u64
 }
 
 /// Opens `count` connections, each proving itself with a ping; returns them (to hold).
-pub async fn open_idle(
+pub(crate) async fn open_idle(
     addr: SocketAddr,
     path: &str,
     count: usize,
@@ -156,7 +156,7 @@ pub async fn open_idle(
 }
 
 /// What a fan-out run measured.
-pub struct FanoutResult {
+pub(crate) struct FanoutResult {
     pub deliveries: u64,
     pub elapsed: Duration,
     /// Update sent → one subscriber has it, in microseconds.
@@ -168,7 +168,7 @@ pub struct FanoutResult {
 /// `subscribers` clients (on `subscribe_to`) subscribe to todo 1; one client (on
 /// `update_on`) creates it and sends `updates` renames, at most `window` of them not yet
 /// delivered to everyone.
-pub async fn fanout(
+pub(crate) async fn fanout(
     subscribe_to: SocketAddr,
     update_on: SocketAddr,
     subscribers: usize,

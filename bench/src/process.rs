@@ -8,17 +8,17 @@ use std::time::Duration;
 use crate::servers::Kind;
 
 /// The core servers run on; the load generator takes the other.
-pub const SERVER_CPU: &str = "0";
-pub const LOAD_CPU: &str = "1";
+pub(crate) const SERVER_CPU: &str = "0";
+pub(crate) const LOAD_CPU: &str = "1";
 
 /// A server process of this binary (`rohrpost-bench serve …`).
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
 }
 
 impl ServerProcess {
-    pub fn start(kind: Kind, redis_url: Option<&str>, database_url: Option<&str>) -> Self {
+    pub(crate) fn start(kind: Kind, redis_url: Option<&str>, database_url: Option<&str>) -> Self {
         let exe = std::env::current_exe().expect("own path");
         let kind_name = clap::ValueEnum::to_possible_value(&kind)
             .expect("named kind")
@@ -57,7 +57,7 @@ impl ServerProcess {
     }
 
     /// Resident memory, in KiB.
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
@@ -68,7 +68,7 @@ impl ServerProcess {
     }
 
     /// CPU time used so far (user + system).
-    pub fn cpu_time(&self) -> Duration {
+    pub(crate) fn cpu_time(&self) -> Duration {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the command name, which is in parentheses and may hold spaces.
@@ -99,7 +99,7 @@ fn clock_ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-pub fn taskset_available() -> bool {
+pub(crate) fn taskset_available() -> bool {
     Command::new("taskset")
         .arg("--version")
         .stdout(Stdio::null())
@@ -109,7 +109,7 @@ pub fn taskset_available() -> bool {
 }
 
 /// Pins this process (the load generator) to the other core.
-pub fn pin_load_generator() {
+pub(crate) fn pin_load_generator() {
     if taskset_available() {
         let _ = Command::new("taskset")
             .args(["-p", "-c", LOAD_CPU, &std::process::id().to_string()])
@@ -119,7 +119,7 @@ pub fn pin_load_generator() {
 }
 
 /// Raises the open-file limit as far as the system allows; returns it.
-pub fn raise_fd_limit(wanted: u64) -> u64 {
+pub(crate) fn raise_fd_limit(wanted: u64) -> u64 {
     let (_, hard) = rlimit::Resource::NOFILE.get().unwrap_or((1024, 1024));
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
@@ -138,13 +138,13 @@ pub fn raise_fd_limit(wanted: u64) -> u64 {
 }
 
 /// A `redis-server` on a free port, for the cross-node mode.
-pub struct RedisProcess {
+pub(crate) struct RedisProcess {
     child: Child,
     pub port: u16,
 }
 
 impl RedisProcess {
-    pub fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
@@ -178,7 +178,7 @@ impl RedisProcess {
         None
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 }

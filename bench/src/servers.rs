@@ -11,13 +11,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{Message as Frame, Utf8Bytes};
 
-#[path = "../../examples/todo/app.rs"]
-#[allow(dead_code)]
-mod app;
+use rohrpost_todo as app;
 
 /// Which server to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Plain tokio-tungstenite, default settings, echoing each text frame unchanged: the
     /// ceiling of the stack for round trips.
     EchoBaseline,
@@ -32,7 +30,7 @@ pub enum Kind {
     Todo,
 }
 
-pub async fn serve(
+pub(crate) async fn serve(
     kind: Kind,
     addr: &str,
     redis_url: Option<String>,

@@ -206,7 +206,7 @@ fn generate(function: &ItemFn, names: &[LitStr], krate_path: Option<&Path>) -> T
                 quote_spanned! {ty.span()=>
                     let #argument: #ty = match #extract {
                         ::core::result::Result::Ok(value) => value,
-                        ::core::result::Result::Err(error) => return #krate::Reply::error(error),
+                        ::core::result::Result::Err(error) => return #krate::__private::Reply::error(error),
                     };
                 }
             });
@@ -229,8 +229,8 @@ fn generate(function: &ItemFn, names: &[LitStr], krate_path: Option<&Path>) -> T
             #alias
             #[allow(unused_mut)]
             fn __rohrpost_call(
-                mut __rohrpost_cx: #krate::RequestContext,
-            ) -> #krate::__private::BoxFuture<'static, #krate::Reply> {
+                mut __rohrpost_cx: #krate::__private::RequestContext,
+            ) -> #krate::__private::BoxFuture<'static, #krate::__private::Reply> {
                 let __rohrpost_future = async move {
                     #(#extractions)*
                     let __rohrpost_output = #ident(#(#arguments),*).await;

@@ -1,6 +1,8 @@
 //! Procedural macros for [rohrpost](https://docs.rs/rohrpost). Use them through the
 //! `rohrpost` crate, which re-exports them: `use rohrpost::rohrpost_handler;`.
 
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 
 mod handler;

@@ -52,6 +52,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
+use crate::backoff::Backoff;
 use crate::notify::Change;
 use crate::subscribe::GroupObject;
 
@@ -640,12 +641,12 @@ impl Driver {
     /// Waits out the backoff between attempts, following commands meanwhile; `None` when
     /// the client was closed.
     async fn reconnect(&mut self) -> Option<Socket> {
-        let mut backoff = self.settings.backoff_min;
+        let mut backoff = Backoff::new(self.settings.backoff_min, self.settings.backoff_max);
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.set_state(ConnectionState::Reconnecting { attempt });
-            let pause = tokio::time::sleep(backoff);
+            let pause = tokio::time::sleep(backoff.next_wait());
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -671,7 +672,6 @@ impl Driver {
                     },
                 }
             }
-            backoff = (backoff * 2).min(self.settings.backoff_max);
         }
     }
 

@@ -16,12 +16,11 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::groups::{GroupError, Groups, Push};
-use crate::handler::{FromRequest, RequestContext};
+use crate::lock::lock;
 use crate::message::{EmptyMessage, Message};
 use crate::metrics::{Counter, Metrics};
 use crate::outbound::{Class, Item, Outbound, Queued, Refused};
-use crate::state::TypeMap;
-use crate::Error;
+use crate::type_map::TypeMap;
 
 /// A handle to one client's connection: cheap to clone, usable from any task.
 ///
@@ -105,9 +104,6 @@ pub enum SendError {
     InvalidCloseCode(u16),
 }
 
-/// The close reason for a client that does not read what it is sent.
-pub(crate) const SLOW_CLIENT: &str = "outbound queue full: the client is not reading";
-
 /// Warnings about pushes given up by their policy, one a second at most for the process.
 static POLICY_WARNING: Throttle = Throttle::new(Duration::from_secs(1));
 
@@ -185,7 +181,7 @@ impl Connection {
     /// Queues `message` for the client, waiting while its outbound queue is full.
     ///
     /// Messages are delivered in the order they are queued. A client whose queue stays full
-    /// for the write timeout ([`ServerBuilder::write_timeout`](crate::ServerBuilder::write_timeout))
+    /// for the write timeout ([`ServerBuilder::write_timeout`](crate::server::ServerBuilder::write_timeout))
     /// is not reading: it is disconnected with close code 1008 and this returns
     /// [`SendError::QueueFull`]. Use [`try_send`](Self::try_send) where waiting is not an
     /// option.
@@ -238,7 +234,7 @@ impl Connection {
     }
 
     /// Queues a group push without waiting, under its [`Policy`](crate::groups::Policy):
-    /// what a [`GroupLayer`](crate::GroupLayer) calls for each member. A push the policy
+    /// what a [`GroupLayer`](crate::groups::GroupLayer) calls for each member. A push the policy
     /// gives up (a conflated update, a dropped volatile message) still counts as queued;
     /// [`SendError::QueueFull`] means the member was disconnected.
     pub fn try_send_push(&self, push: &Push) -> Result<(), SendError> {
@@ -299,7 +295,7 @@ impl Connection {
     }
 
     fn queue_full(&self) -> SendError {
-        self.abort(CloseCode::Policy, SLOW_CLIENT);
+        self.abort(CloseCode::Policy, crate::protocol::SLOW_CLIENT_CLOSE);
         SendError::QueueFull(self.inner.outbound.capacity())
     }
 
@@ -469,14 +465,6 @@ impl Connection {
     }
 }
 
-/// A poisoned lock only means another thread panicked while holding it; the data (a map, an
-/// optional frame) is still consistent, so keep going.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
@@ -495,11 +483,5 @@ impl fmt::Debug for Connection {
             .field("peer", &self.inner.peer)
             .field("closed", &self.is_closed())
             .finish()
-    }
-}
-
-impl FromRequest for Connection {
-    fn from_request(cx: &RequestContext) -> Result<Self, Error> {
-        Ok(cx.connection.clone())
     }
 }

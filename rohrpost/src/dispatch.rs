@@ -18,13 +18,13 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use serde_json::{Map, Value};
 
-use crate::error::INTERNAL_ERROR;
-use crate::handler::{Reply, ReplyKind, RequestContext};
+use crate::extract::RequestContext;
 use crate::message::{error_json, reply_json, Message};
 use crate::metrics::{Counter, Metrics};
+use crate::protocol::{self, HANDLER_TIMEOUT_ERROR, INTERNAL_ERROR};
 use crate::registry::Registered;
-use crate::server::HANDLER_TIMEOUT_ERROR;
-use crate::state::TypeMap;
+use crate::reply::{Reply, ReplyKind};
+use crate::type_map::TypeMap;
 use crate::{Connection, Handlers, Request};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -78,7 +78,7 @@ impl Dispatcher {
             }
             None if request.message_type == "ping" => Some(pong(request)),
             None => {
-                let error = format!("Unknown message type '{}'.", request.message_type);
+                let error = protocol::unknown_type(&request.message_type);
                 Some(error_json(&request.id, &request.message_type, &error))
             }
         }
@@ -166,21 +166,21 @@ fn bare_error(error: &str) -> String {
 /// error reply to send.
 pub(crate) fn parse(text: &str) -> Result<Request, String> {
     if text.is_empty() {
-        return Err(bare_error("Received empty message."));
+        return Err(bare_error(protocol::EMPTY_MESSAGE));
     }
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| bare_error(&format!("Could not decode JSON message. Error: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| bare_error(&protocol::not_json(e)))?;
     let Value::Object(mut fields) = value else {
-        return Err(bare_error("Expected a JSON object as message."));
+        return Err(bare_error(protocol::NOT_AN_OBJECT));
     };
     let Some(message_type) = fields.remove("type") else {
-        return Err(bare_error("Missing required field 'type'."));
+        return Err(bare_error(protocol::MISSING_TYPE));
     };
     let Some(id) = fields.remove("id") else {
-        return Err(bare_error("Missing required field 'id'."));
+        return Err(bare_error(protocol::MISSING_ID));
     };
     let Value::String(message_type) = message_type else {
-        let reply = Message::error("Field 'type' must be a string.").with_id(id);
+        let reply = Message::error(protocol::TYPE_NOT_A_STRING).with_id(id);
         return Err(json_of(reply));
     };
     let data = fields.remove("data");

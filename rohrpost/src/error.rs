@@ -40,9 +40,6 @@ enum Kind {
     Internal(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
-/// What the client sees for an internal error or a handler's panic.
-pub const INTERNAL_ERROR: &str = "Internal server error.";
-
 impl Error {
     /// An error whose message the client sees as the reply's `error`.
     pub fn new(message: impl Into<String>) -> Self {
@@ -81,7 +78,7 @@ impl Error {
     pub fn client_error(&self) -> Value {
         match &self.kind {
             Kind::Client(value) => value.clone(),
-            Kind::Internal(_) => Value::String(INTERNAL_ERROR.to_owned()),
+            Kind::Internal(_) => Value::String(crate::protocol::INTERNAL_ERROR.to_owned()),
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode, Uri};
 
-use crate::state::TypeMap;
+use crate::type_map::TypeMap;
 
 /// The client's handshake request, as the authentication hook sees it. The hook gets it by
 /// value, so its future can keep it across `.await`s.

@@ -12,7 +12,7 @@
 //! Handlers are plain `async fn`s registered with [`#[rohrpost_handler]`](rohrpost_handler):
 //! they are collected at link time, so nothing has to be listed by hand. Their arguments are
 //! extracted from the request ([`Request`], [`Data<T>`], [`Connection`], [`State<T>`]) and
-//! their return value is turned into the reply ([`IntoReply`]).
+//! their return value is turned into the reply ([`IntoReply`](reply::IntoReply)).
 //!
 //! ```
 //! use rohrpost::prelude::*;
@@ -59,44 +59,37 @@
 //! with [`Handlers`].
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "client", feature = "redis"))]
+mod backoff;
 #[cfg(feature = "client")]
 pub mod client;
 mod connection;
 mod dispatch;
 mod error;
+pub mod extract;
 pub mod groups;
-mod handler;
+pub mod handler;
 pub mod handshake;
+mod lock;
 mod message;
 mod metrics;
 pub mod notify;
 mod outbound;
+pub mod protocol;
 mod registry;
-mod server;
-mod state;
+pub mod reply;
+pub mod server;
 pub mod subscribe;
+mod type_map;
 
 pub use connection::{Connection, SendError};
-pub use error::{Error, INTERNAL_ERROR};
-pub use groups::{GroupError, GroupLayer, GroupStats, Groups, MemoryGroups};
-#[cfg(feature = "redis")]
-pub use groups::{RedisGroups, RedisStatus, DEFAULT_CHANNEL_PREFIX, DEFAULT_REDIS_TIMEOUT};
-pub use handler::{
-    Data, FromRequest, Handler, IntoReply, Json, NoReply, Reply, RequestContext, RequestId,
-};
+pub use error::Error;
+pub use extract::{Data, RequestId, State};
+pub use groups::Groups;
 pub use message::{EmptyMessage, Message, Request};
-pub use metrics::{Metrics, MetricsSnapshot};
 pub use registry::{DuplicateHandler, Handlers};
-#[cfg(feature = "axum")]
-pub use server::Endpoint;
-pub use server::{
-    shutdown_signal, RateLimit, Server, ServerBuilder, ServerError, BINARY_FRAME_ERROR,
-    DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDLER_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_PATH,
-    DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT, DEFAULT_REPLY_BACKLOG, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_WRITE_TIMEOUT, HANDLER_TIMEOUT_ERROR, MAX_REQUEST_HEAD,
-};
-pub use state::{MissingState, State};
+pub use reply::{Json, NoReply};
+pub use server::Server;
 /// Text frame contents, cheap to clone: serialize a message once and send the same bytes to
 /// many connections with [`Connection::try_send_text`].
 pub use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -107,7 +100,7 @@ pub use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// `#[rohrpost_handler]` registers it under its own name. The function itself is left
 /// unchanged, so it can be called (and tested) directly.
 ///
-/// Every argument must implement [`FromRequest`] and the return type [`IntoReply`]; the
+/// Every argument must implement [`FromRequest`](extract::FromRequest) and the return type [`IntoReply`](reply::IntoReply); the
 /// macro points at the offending token otherwise. Handlers must be free `async fn`s without
 /// `self` or generics.
 ///
@@ -154,8 +147,10 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::dispatch::dispatch_detached;
+    pub use crate::extract::RequestContext;
     pub use crate::handler::{extract, extract_last, into_reply};
     pub use crate::registry::HandlerEntry;
+    pub use crate::reply::Reply;
     pub use futures_util::future::BoxFuture;
     pub use inventory;
     pub use serde_json;

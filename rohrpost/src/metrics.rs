@@ -6,7 +6,7 @@ use std::sync::Arc;
 /// A cheap, cloneable handle to a server's counters ([`Server::metrics`](crate::Server::metrics)).
 ///
 /// ```
-/// # async fn start() -> Result<(), rohrpost::ServerError> {
+/// # async fn start() -> Result<(), rohrpost::server::ServerError> {
 /// let server = rohrpost::Server::bind("127.0.0.1:0").await?;
 /// let metrics = server.metrics();
 /// tokio::spawn(server.serve());

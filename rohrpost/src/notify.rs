@@ -246,7 +246,7 @@ impl Groups {
 /// # use serde_json::{json, Value};
 /// # struct Todo { id: i64 }
 /// # impl Notify for Todo { fn pk(&self) -> Value { json!(self.id) } }
-/// # async fn example(groups: Groups) -> Result<(), rohrpost::GroupError> {
+/// # async fn example(groups: Groups) -> Result<(), rohrpost::groups::GroupError> {
 /// let mut outbox = Outbox::new(groups);
 /// outbox.created(&Todo { id: 1 });
 /// // … the database work; on error, return early and the outbox is dropped unsent …
@@ -412,6 +412,14 @@ mod sqlx_transaction {
         /// Rolls back; the held-back notifications are dropped.
         pub async fn rollback(self) -> Result<(), sqlx::Error> {
             self.inner.rollback().await
+        }
+    }
+
+    impl<DB: sqlx::Database> std::fmt::Debug for Transaction<'_, DB> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Transaction")
+                .field("pending", &self.outbox.pending())
+                .finish_non_exhaustive()
         }
     }
 

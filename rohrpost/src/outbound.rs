@@ -146,9 +146,7 @@ impl Outbound {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        // Every change under the lock restores the counts before it can panic (none of it
-        // calls user code): a panic elsewhere cannot leave the queue half-updated.
-        self.items.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock::lock(&self.items)
     }
 
     /// Queues a reply; refused only when the queue is closed.

@@ -7,10 +7,13 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use thiserror::Error;
 
-use crate::handler::{ErasedHandler, Handler, Reply, RequestContext};
+use crate::extract::RequestContext;
+use crate::handler::{ErasedHandler, Handler};
+use crate::reply::Reply;
 
 /// One `#[rohrpost_handler]`, as the macro registers it with `inventory`.
 #[doc(hidden)]
+#[derive(Debug)]
 pub struct HandlerEntry {
     names: &'static [&'static str],
     function: &'static str,
@@ -68,7 +71,7 @@ pub(crate) struct Registered {
 ///     req.data
 /// }
 ///
-/// # async fn start() -> Result<(), rohrpost::ServerError> {
+/// # async fn start() -> Result<(), rohrpost::server::ServerError> {
 /// let handlers = Handlers::new().handler("echo", echo);
 /// let server = Server::builder().handlers(handlers).bind("127.0.0.1:0").await?;
 /// # Ok(()) }
@@ -109,8 +112,8 @@ impl Handlers {
     }
 
     /// Adds `handler` under `name`: any `async fn` whose arguments implement
-    /// [`FromRequest`](crate::FromRequest) and whose output implements
-    /// [`IntoReply`](crate::IntoReply).
+    /// [`FromRequest`](crate::extract::FromRequest) and whose output implements
+    /// [`IntoReply`](crate::reply::IntoReply).
     pub fn handler<H, Args>(mut self, name: impl Into<String>, handler: H) -> Self
     where
         H: Handler<Args>,

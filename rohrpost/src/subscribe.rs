@@ -16,9 +16,6 @@ use serde_json::Value;
 
 use crate::{Connection, Data, Error, Handlers, Json, Request};
 
-/// The error a refused subscription gets, as rohrpost.js expects it.
-pub const ACCESS_DENIED: &str = "ACCESS_DENIED";
-
 /// What rohrpost.js subscribes to: `{"type": "todo", "id": 1}`, the group `"todo-1"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupObject {
@@ -75,7 +72,7 @@ type Authorize = Arc<dyn Fn(Attempt) -> BoxFuture<'static, bool> + Send + Sync>;
 /// use rohrpost::prelude::*;
 /// use rohrpost::subscribe::Subscriptions;
 ///
-/// # async fn start() -> Result<(), rohrpost::ServerError> {
+/// # async fn start() -> Result<(), rohrpost::server::ServerError> {
 /// // Everyone with the right token may subscribe to anything:
 /// let handlers = Handlers::collect().merge(Subscriptions::token("hunter2").handlers());
 ///
@@ -187,7 +184,7 @@ impl Subscriptions {
         if (self.authorize)(attempt).await {
             Ok(group)
         } else {
-            Err(Error::new(ACCESS_DENIED))
+            Err(Error::new(crate::protocol::ACCESS_DENIED))
         }
     }
 }

@@ -7,7 +7,8 @@ mod redis_server;
 pub use redis_server::RedisServer;
 
 use futures_util::{SinkExt, StreamExt};
-use rohrpost::{Server, ServerBuilder};
+use rohrpost::server::ServerBuilder;
+use rohrpost::Server;
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -20,13 +21,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A server running in the background on 127.0.0.1 and a free port.
+#[derive(Debug)]
 pub struct TestServer {
     /// `ws://127.0.0.1:PORT/rohrpost/` (or the configured path).
     pub url: String,
     /// The address it listens on.
     pub addr: std::net::SocketAddr,
     /// The server's counters.
-    pub metrics: rohrpost::Metrics,
+    pub metrics: rohrpost::server::Metrics,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -84,6 +86,7 @@ impl TestServer {
 }
 
 /// A WebSocket client for tests.
+#[derive(Debug)]
 pub struct Client {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `redis-server`, killed when dropped.
+#[derive(Debug)]
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,

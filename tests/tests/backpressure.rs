@@ -2,9 +2,7 @@
 //! dropped, pushes follow their policy (disconnect, conflate, drop the oldest volatile one),
 //! order holds, and a disconnect always says why.
 
-#[path = "../../examples/todo/app.rs"]
-#[allow(dead_code)]
-mod app;
+use rohrpost_todo as app;
 
 use std::time::Duration;
 

@@ -6,9 +6,7 @@
 //! Skipped, with the reason printed, when Chromium or `tests/e2e/node_modules` is missing;
 //! `ROHRPOST_REQUIRE_BROWSER=1` (as in CI, which installs both) makes that a failure.
 
-#[path = "../../examples/todo/app.rs"]
-#[allow(dead_code)]
-mod app;
+use rohrpost_todo as app;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,9 +2,7 @@
 //! sockets: calls, concurrent calls answered out of order, timeouts, subscriptions, a
 //! server restart with subscriptions restored, dead connections, close.
 
-#[path = "../../examples/todo/app.rs"]
-#[allow(dead_code)]
-mod app;
+use rohrpost_todo as app;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rohrpost::prelude::*;
-use rohrpost::ServerError;
+use rohrpost::server::ServerError;
 use serde_json::json;
 use tests::TestServer;
 use tokio::sync::Semaphore;

@@ -1,4 +1,4 @@
-//! Every row of PROTOCOL.md's dispatch table, over a real socket.
+//! Every row of the dispatch table in `rohrpost::protocol`'s docs, over a real socket.
 
 use rohrpost::prelude::*;
 use serde_json::json;

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use rohrpost::groups::{GroupError, GroupStats};
 use rohrpost::prelude::*;
 use rohrpost::subscribe::{GroupObject, Subscriptions};
-use rohrpost::{GroupError, GroupStats, Groups};
+use rohrpost::Groups;
 use serde_json::json;
 use tests::{Client, TestServer};
 

@@ -33,7 +33,7 @@ async fn ack() {}
 
 /// rohrpost reached through another path, as after a rename in Cargo.toml.
 mod shim {
-    pub use ::rohrpost::*;
+    pub(crate) use ::rohrpost::*;
 }
 
 #[rohrpost_handler("through_shim", crate = "crate::shim")]

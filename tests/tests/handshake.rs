@@ -306,11 +306,11 @@ fn upgrade_request(path: &str, extra_headers: &str) -> String {
 /// A cookie header that makes the upgrade request head `MAX_REQUEST_HEAD + over` bytes.
 fn cookie_to_fill(over: usize) -> String {
     let bare = upgrade_request("/rohrpost/", "cookie: big=\r\n").len();
-    let padding = rohrpost::MAX_REQUEST_HEAD + over - bare;
+    let padding = rohrpost::server::MAX_REQUEST_HEAD + over - bare;
     let header = format!("cookie: big={}\r\n", "x".repeat(padding));
     assert_eq!(
         upgrade_request("/rohrpost/", &header).len(),
-        rohrpost::MAX_REQUEST_HEAD + over
+        rohrpost::server::MAX_REQUEST_HEAD + over
     );
     header
 }

@@ -4,8 +4,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use rohrpost::groups::GroupStats;
 use rohrpost::prelude::*;
-use rohrpost::{GroupStats, Groups, MetricsSnapshot};
+use rohrpost::server::MetricsSnapshot;
+use rohrpost::Groups;
 use serde_json::json;
 use tests::{Client, Event, TestServer};
 

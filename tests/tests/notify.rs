@@ -7,9 +7,10 @@
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
+use rohrpost::groups::{GroupError, GroupLayer, GroupStats};
 use rohrpost::groups::{Policy, Push};
 use rohrpost::notify::{Change, Notify, Outbox};
-use rohrpost::{Connection, GroupError, GroupLayer, GroupStats, Groups};
+use rohrpost::{Connection, Groups};
 use serde::Serialize;
 use serde_json::{json, Value};
 

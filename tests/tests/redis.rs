@@ -1,13 +1,12 @@
 //! Several servers, one set of groups: the todo demo on two nodes sharing a Redis of the
 //! test's own, with pushes crossing nodes, Redis restarting, and a node leaving.
 
-#[path = "../../examples/todo/app.rs"]
-#[allow(dead_code)]
-mod app;
+use rohrpost_todo as app;
 
 use std::time::{Duration, Instant};
 
-use rohrpost::{Groups, RedisGroups};
+use rohrpost::groups::RedisGroups;
+use rohrpost::Groups;
 use serde_json::{json, Value};
 use tests::{Client, RedisServer, TestServer};
 
@@ -30,7 +29,7 @@ impl Node {
         };
         let layer = RedisGroups::connect_with(
             &redis.url(),
-            rohrpost::DEFAULT_CHANNEL_PREFIX,
+            rohrpost::groups::DEFAULT_CHANNEL_PREFIX,
             Duration::from_millis(300),
         )
         .await

@@ -2,20 +2,20 @@
 //! modules as a start-up error.
 
 use rohrpost::prelude::*;
-use rohrpost::DuplicateHandler;
+use rohrpost::server::DuplicateHandler;
 
 mod first {
     use rohrpost::prelude::*;
 
     #[rohrpost_handler("dup")]
-    pub async fn claims_dup() {}
+    pub(crate) async fn claims_dup() {}
 }
 
 mod second {
     use rohrpost::prelude::*;
 
     #[rohrpost_handler("other", "dup")]
-    pub async fn also_claims_dup() {}
+    pub(crate) async fn also_claims_dup() {}
 }
 
 #[rohrpost_handler]

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rohrpost::prelude::*;
-use rohrpost::{SendError, ServerBuilder};
+use rohrpost::server::ServerBuilder;
+use rohrpost::SendError;
 use serde_json::json;
 use tests::{Client, Event, TestServer};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
@@ -171,7 +172,7 @@ async fn default_size_limit_is_one_mebibyte() {
             .map(str::len),
         Some(512 * 1024)
     );
-    let over = "z".repeat(rohrpost::DEFAULT_MAX_MESSAGE_SIZE + 1);
+    let over = "z".repeat(rohrpost::server::DEFAULT_MAX_MESSAGE_SIZE + 1);
     client.send_text(over).await;
     assert_eq!(
         client.expect_close().await,
@@ -443,7 +444,7 @@ async fn every_setting_out_of_range_is_refused_at_bind_naming_it() {
     ];
     for (builder, named) in cases {
         match builder.bind("127.0.0.1:0").await {
-            Err(rohrpost::ServerError::InvalidConfig(message)) => {
+            Err(rohrpost::server::ServerError::InvalidConfig(message)) => {
                 assert!(message.contains(named), "{message:?} should name {named:?}")
             }
             Err(other) => panic!("expected InvalidConfig naming {named:?}, got {other}"),

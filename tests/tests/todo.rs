@@ -5,17 +5,16 @@
 //! PostgreSQL runs when `ROHRPOST_TEST_POSTGRES` names a server URL (CI sets it to the one
 //! on 127.0.0.1:5432); each test creates a database of its own there and drops it.
 
-#[path = "../../examples/todo/app.rs"]
-#[allow(dead_code)]
-mod app;
+use rohrpost_todo as app;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use rohrpost::groups::GroupStats;
 use rohrpost::notify::Transaction;
-use rohrpost::{GroupStats, Groups};
+use rohrpost::Groups;
 use serde_json::{json, Value};
 use sqlx::Connection;
 use tests::{Client, TestServer};

@@ -32,13 +32,11 @@ impl MemoryGroups {
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Memberships> {
-        // A poisoned lock means a panic elsewhere while holding it; the maps stay consistent
-        // because every update is a single insert or remove.
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        crate::lock::read(&self.state)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Memberships> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        crate::lock::write(&self.state)
     }
 
     /// Adds a member (synchronously: the memory layer never waits).
@@ -76,6 +74,14 @@ impl MemoryGroups {
             .values()
             .filter(|member| member.try_send_push(push).is_ok())
             .count()
+    }
+}
+
+impl std::fmt::Debug for MemoryGroups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryGroups")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

@@ -20,11 +20,10 @@ use serde_json::Value;
 use thiserror::Error;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::handler::{FromRequest, RequestContext};
 use crate::message::{EmptyMessage, Message};
 use crate::notify::{pk_text, Change};
 use crate::outbound::Class;
-use crate::{Connection, Error};
+use crate::Connection;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisGroups, RedisStatus, DEFAULT_CHANNEL_PREFIX, DEFAULT_REDIS_TIMEOUT};
@@ -48,7 +47,7 @@ pub enum GroupError {
 }
 
 /// What a group push does for a member whose outbound queue is full
-/// ([`ServerBuilder::outbound_queue`](crate::ServerBuilder::outbound_queue) pushes): nothing
+/// ([`ServerBuilder::outbound_queue`](crate::server::ServerBuilder::outbound_queue) pushes): nothing
 /// is lost that the application did not agree to lose.
 ///
 /// | policy | when the member's queue is full |
@@ -64,7 +63,7 @@ pub enum GroupError {
 /// use rohrpost::notify::Change;
 /// use rohrpost::prelude::*;
 ///
-/// # async fn example(groups: rohrpost::Groups) -> Result<(), rohrpost::GroupError> {
+/// # async fn example(groups: rohrpost::Groups) -> Result<(), rohrpost::groups::GroupError> {
 /// let cursor = Message::success("cursor", 0).with_data(json!({"x": 10, "y": 20}));
 /// groups.send_volatile("board-1", &cursor).await?;
 ///
@@ -179,7 +178,8 @@ pub struct GroupStats {
 ///
 /// use futures_util::future::BoxFuture;
 /// use rohrpost::groups::Push;
-/// use rohrpost::{Connection, GroupError, GroupLayer, GroupStats, Groups, MemoryGroups};
+/// use rohrpost::{Connection, Groups};
+/// use rohrpost::groups::{GroupError, GroupLayer, GroupStats, MemoryGroups};
 ///
 /// #[derive(Default)]
 /// struct Counted {
@@ -245,7 +245,7 @@ pub trait GroupLayer: Send + Sync + 'static {
 /// A cheap, cloneable handle to the server's groups, usable from anywhere in the process.
 ///
 /// Create it before the server to keep a handle for background tasks, and give it to the
-/// server with [`ServerBuilder::groups`](crate::ServerBuilder::groups); or take it as a
+/// server with [`ServerBuilder::groups`](crate::server::ServerBuilder::groups); or take it as a
 /// handler argument.
 ///
 /// ```
@@ -379,11 +379,5 @@ impl fmt::Debug for Groups {
         f.debug_struct("Groups")
             .field("stats", &self.stats())
             .finish()
-    }
-}
-
-impl FromRequest for Groups {
-    fn from_request(cx: &RequestContext) -> Result<Self, Error> {
-        Ok(cx.connection.groups().clone())
     }
 }

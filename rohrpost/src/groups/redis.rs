@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{GroupError, GroupLayer, GroupStats, MemoryGroups, Policy, Push};
+use crate::backoff::Backoff;
 use crate::notify::Change;
 use crate::Connection;
 
@@ -59,7 +60,8 @@ pub struct RedisStatus {
 ///
 /// ```no_run
 /// use rohrpost::prelude::*;
-/// use rohrpost::{Groups, RedisGroups};
+/// use rohrpost::Groups;
+/// use rohrpost::groups::RedisGroups;
 ///
 /// # async fn start() -> Result<(), Box<dyn std::error::Error>> {
 /// let groups = Groups::new(RedisGroups::connect("redis://127.0.0.1:6379/").await?);
@@ -75,13 +77,13 @@ pub struct RedisGroups {
     prefix: String,
     publisher: ConnectionManager,
     timeout: Duration,
-    commands: mpsc::UnboundedSender<Sync>,
+    commands: mpsc::UnboundedSender<SyncRequest>,
     status: watch::Receiver<RedisStatus>,
 }
 
 /// Asks the subscriber task to bring a group's subscription in line with its local members;
 /// the task reads the membership when it gets to it, so the last request always wins.
-struct Sync {
+struct SyncRequest {
     group: String,
     done: Option<oneshot::Sender<()>>,
 }
@@ -164,7 +166,7 @@ impl RedisGroups {
 
     fn sync(&self, group: &str) -> oneshot::Receiver<()> {
         let (done, synced) = oneshot::channel();
-        let _ = self.commands.send(Sync {
+        let _ = self.commands.send(SyncRequest {
             group: group.to_owned(),
             done: Some(done),
         });
@@ -172,7 +174,7 @@ impl RedisGroups {
     }
 
     fn sync_later(&self, group: &str) {
-        let _ = self.commands.send(Sync {
+        let _ = self.commands.send(SyncRequest {
             group: group.to_owned(),
             done: None,
         });
@@ -343,13 +345,13 @@ enum Lost {
 }
 
 impl Subscriber {
-    async fn run(self, mut requests: mpsc::UnboundedReceiver<Sync>) {
+    async fn run(self, mut requests: mpsc::UnboundedReceiver<SyncRequest>) {
         let mut subscribed: HashSet<String> = HashSet::new();
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             match self.client.get_async_pubsub().await {
                 Ok(pubsub) => {
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                     subscribed.clear();
                     match self.serve(pubsub, &mut requests, &mut subscribed).await {
                         Lost::Dropped => return,
@@ -359,7 +361,7 @@ impl Subscriber {
                     }
                 }
                 Err(error) => {
-                    tracing::error!(%error, retry_in = ?backoff, "cannot connect to Redis for group subscriptions");
+                    tracing::error!(%error, retry_in = ?backoff.upcoming(), "cannot connect to Redis for group subscriptions");
                 }
             }
             self.report.send_modify(|s| {
@@ -368,7 +370,7 @@ impl Subscriber {
             });
             // Wait out the backoff, acknowledging joins meanwhile: they are local-only
             // until the connection is back, and are subscribed then.
-            let pause = tokio::time::sleep(backoff);
+            let pause = tokio::time::sleep(backoff.next_wait());
             tokio::pin!(pause);
             loop {
                 tokio::select! {
@@ -379,7 +381,6 @@ impl Subscriber {
                     },
                 }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 
@@ -388,7 +389,7 @@ impl Subscriber {
     async fn serve(
         &self,
         pubsub: redis::aio::PubSub,
-        requests: &mut mpsc::UnboundedReceiver<Sync>,
+        requests: &mut mpsc::UnboundedReceiver<SyncRequest>,
         subscribed: &mut HashSet<String>,
     ) -> Lost {
         let (mut sink, mut messages) = pubsub.split();

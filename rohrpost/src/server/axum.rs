@@ -42,7 +42,7 @@ use crate::Groups;
 /// let shutdown = rohrpost.clone();
 /// axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
 ///     .with_graceful_shutdown(async move {
-///         rohrpost::shutdown_signal().await;
+///         rohrpost::server::shutdown_signal().await;
 ///         shutdown.shutdown().await; // close 1001, let running handlers finish
 ///     })
 ///     .await?;
@@ -66,7 +66,7 @@ impl ServerBuilder {
     /// ```
     /// let endpoint = rohrpost::Server::builder().endpoint()?;
     /// let app: axum::Router = axum::Router::new().route("/rohrpost/", endpoint.route());
-    /// # Ok::<(), rohrpost::ServerError>(())
+    /// # Ok::<(), rohrpost::server::ServerError>(())
     /// ```
     pub fn endpoint(self) -> Result<Endpoint, ServerError> {
         let (shared, metrics, shutdown_timeout) = self.build()?;
@@ -119,9 +119,7 @@ impl Endpoint {
     }
 
     fn lock_connections(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
-        self.connections
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock::lock(&self.connections)
     }
 
     async fn upgrade(&self, mut request: Request) -> Response {
@@ -137,7 +135,11 @@ impl Endpoint {
             .shutting_down
             .load(std::sync::atomic::Ordering::Acquire)
         {
-            return (StatusCode::SERVICE_UNAVAILABLE, socket::SHUTTING_DOWN).into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::protocol::SHUTTING_DOWN,
+            )
+                .into_response();
         }
         let peer = request
             .extensions()

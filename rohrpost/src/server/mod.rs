@@ -7,6 +7,8 @@ mod socket;
 
 #[cfg(feature = "axum")]
 pub use self::axum::Endpoint;
+pub use crate::metrics::{Metrics, MetricsSnapshot};
+pub use crate::registry::DuplicateHandler;
 
 use std::future::Future;
 use std::io;
@@ -21,9 +23,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::dispatch::Dispatcher;
 use crate::handshake::{Accept, AuthHook, Handshake, Refusal};
-use crate::metrics::Metrics;
-use crate::registry::DuplicateHandler;
-use crate::state::TypeMap;
+use crate::type_map::TypeMap;
 use crate::{Groups, Handlers};
 
 /// The default endpoint path, as in the original's routing (`/rohrpost/`).
@@ -54,16 +54,10 @@ pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Default time a pinged client has to send anything before it is dropped.
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
-/// The error reply to a handler that ran past the handler timeout.
-pub const HANDLER_TIMEOUT_ERROR: &str = "Handler timed out.";
 
 /// Default time a client may leave its outbound queue full (not reading) before it is
 /// disconnected with close code 1008.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The reply to a binary frame: the protocol is JSON in text frames.
-pub const BINARY_FRAME_ERROR: &str =
-    "Binary frames are not supported: send each message as one JSON text frame.";
 
 /// Why a server could not start.
 #[derive(Debug, Error)]
@@ -109,7 +103,7 @@ pub enum ServerError {
 /// use std::time::Duration;
 /// use rohrpost::prelude::*;
 ///
-/// # async fn start() -> Result<(), rohrpost::ServerError> {
+/// # async fn start() -> Result<(), rohrpost::server::ServerError> {
 /// let server = Server::builder()
 ///     .path("/ws/")
 ///     .max_message_size(64 * 1024)
@@ -241,7 +235,7 @@ impl ServerBuilder {
     /// How long a client has to send its WebSocket handshake request (default 10 s), and,
     /// separately, how long the [`authenticate`](Self::authenticate) hook may take before the
     /// client gets HTTP 503 (counted in
-    /// [`MetricsSnapshot::auth_timeouts`](crate::MetricsSnapshot)).
+    /// [`MetricsSnapshot::auth_timeouts`](crate::server::MetricsSnapshot)).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -274,7 +268,7 @@ impl ServerBuilder {
     }
 
     /// The most connections open at once (default 100,000); a handshake past it gets HTTP 503
-    /// and is counted in [`MetricsSnapshot::refused_capacity`](crate::MetricsSnapshot). The
+    /// and is counted in [`MetricsSnapshot::refused_capacity`](crate::server::MetricsSnapshot). The
     /// process also needs an open-file limit (`ulimit -n`) above it.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections;
@@ -494,7 +488,7 @@ const READ_BUFFER_SIZE: usize = 1024;
 /// }
 ///
 /// #[tokio::main]
-/// async fn main() -> Result<(), rohrpost::ServerError> {
+/// async fn main() -> Result<(), rohrpost::server::ServerError> {
 ///     let server = Server::bind("127.0.0.1:8000").await?;
 ///     println!("listening on {}", server.url());
 ///     server.serve().await; // until Ctrl-C or SIGTERM
@@ -536,9 +530,7 @@ struct Shared {
 
 impl Shared {
     fn live(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, crate::Connection>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock::lock(&self.live)
     }
 
     /// Adds a connection to the live list; one that arrives during shutdown is told at once.

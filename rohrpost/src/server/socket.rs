@@ -22,12 +22,16 @@ use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{RateLimit, Shared, BINARY_FRAME_ERROR, MAX_REQUEST_HEAD};
-use crate::connection::{Budget, SLOW_CLIENT};
+use super::{RateLimit, Shared, MAX_REQUEST_HEAD};
+use crate::connection::Budget;
 use crate::handshake::{Accept, Handshake, Refusal};
 use crate::message::Message;
 use crate::metrics::{Counter, Metrics};
 use crate::outbound::{Item, Outbound};
+use crate::protocol::{
+    self, BINARY_FRAME_ERROR, INVALID_UTF8_CLOSE, MESSAGE_TOO_BIG_CLOSE, PROTOCOL_ERROR_CLOSE,
+    RATE_LIMITED, SHUTTING_DOWN, SHUTTING_DOWN_CLOSE, SLOW_CLIENT_CLOSE,
+};
 use crate::Connection;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -93,7 +97,7 @@ pub(crate) async fn run<S: Transport>(
         let end = read_loop(&mut stream, &connection, &shared).await;
         match end {
             End::Shutdown => {
-                let _ = connection.close_with(1001, "server shutting down");
+                let _ = connection.close_with(1001, SHUTTING_DOWN_CLOSE);
             }
             End::Peer => connection.stop(),
             End::Closed => {}
@@ -160,7 +164,7 @@ pub(crate) async fn check_request(
         return refuse(
             Counter::RefusedCapacity,
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections; try again later".into(),
+            protocol::TOO_MANY_CONNECTIONS.into(),
         );
     }
     if let (Some(allowed), Some(origin)) = (&shared.allowed_origins, handshake.origin()) {
@@ -168,7 +172,7 @@ pub(crate) async fn check_request(
             return refuse(
                 Counter::RefusedOrigin,
                 StatusCode::FORBIDDEN,
-                format!("origin {origin} is not allowed"),
+                protocol::origin_not_allowed(origin),
             );
         }
     }
@@ -185,7 +189,7 @@ pub(crate) async fn check_request(
             return refuse(
                 Counter::AuthTimeouts,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "authentication timed out; try again later".into(),
+                protocol::AUTH_TIMED_OUT.into(),
             );
         }
     };
@@ -197,9 +201,6 @@ pub(crate) async fn check_request(
     }
     Ok(accepted)
 }
-
-/// What a handshake that arrives during shutdown is told, with HTTP 503.
-pub(crate) const SHUTTING_DOWN: &str = "the server is shutting down; try again later";
 
 /// The handshake over TCP: read the request, let tungstenite validate it (400), check the
 /// path (404), then [`check_request`], and answer with 101 or the refusal. Reading the
@@ -227,7 +228,7 @@ async fn handshake(
         }
     };
     if request.uri().path() != shared.path && !over_capacity {
-        let reason = format!("no rohrpost endpoint at {}", request.uri().path());
+        let reason = protocol::no_endpoint(request.uri().path());
         let refused = Refused::new(StatusCode::NOT_FOUND, reason);
         return Err(answer_refusal(stream, refused).await);
     }
@@ -271,7 +272,7 @@ async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), Read
         if room == 0 {
             return Err(ReadError::Refused(Refused::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!("the handshake request head is over {MAX_REQUEST_HEAD} bytes"),
+                protocol::head_too_large(MAX_REQUEST_HEAD),
             )));
         }
         // The head ends at an empty line: "\n\n" or "\n\r\n" (as httparse accepts), which
@@ -502,10 +503,10 @@ where
 fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
     use tungstenite::Error as E;
     let (code, reason) = match &error {
-        E::Capacity(_) => (CloseCode::Size, "message too big"),
-        E::Utf8(_) => (CloseCode::Invalid, "text frame is not valid UTF-8"),
+        E::Capacity(_) => (CloseCode::Size, MESSAGE_TOO_BIG_CLOSE),
+        E::Utf8(_) => (CloseCode::Invalid, INVALID_UTF8_CLOSE),
         E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => return End::Peer,
-        E::Protocol(_) => (CloseCode::Protocol, "WebSocket protocol error"),
+        E::Protocol(_) => (CloseCode::Protocol, PROTOCOL_ERROR_CLOSE),
         _ => {
             tracing::debug!(connection = connection.id(), %error, "connection lost");
             return End::Peer;
@@ -555,7 +556,7 @@ async fn write_loop<S: Transport>(
             Ok(Ok(Batch::Closed) | Err(_)) => break,
             Err(_) => {
                 // The socket took nothing for the whole write timeout.
-                connection.abort(CloseCode::Policy, SLOW_CLIENT);
+                connection.abort(CloseCode::Policy, SLOW_CLIENT_CLOSE);
                 break;
             }
         }
@@ -582,7 +583,7 @@ async fn close_socket<S: Transport>(
     unsent: Option<Item>,
 ) {
     if let Some(frame) = connection.take_abort_frame() {
-        if frame.reason == SLOW_CLIENT {
+        if frame.reason == SLOW_CLIENT_CLOSE {
             shared.metrics.add(Counter::SlowClients);
         }
         let queue = connection.outbound();
@@ -603,9 +604,6 @@ async fn close_socket<S: Transport>(
     }
     let _ = tokio::time::timeout(shared.close_timeout, SinkExt::close(socket)).await;
 }
-
-/// The error reply to a message over the rate limit.
-pub(crate) const RATE_LIMITED: &str = "Rate limit exceeded.";
 
 /// Server-side liveness: when to ping, and when a pinged client counts as gone. A frame only
 /// sets a flag (no clock read, no timer reset per message); the timer reads the clock when

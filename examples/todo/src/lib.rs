@@ -1,13 +1,15 @@
 //! The todo demo: todos in a real database (SQLite by default, PostgreSQL by URL), every
 //! change pushed to the subscribers of `todo-<id>` once its transaction commits.
 //!
-//! Shared by `examples/todo.rs` (the binary) and the integration tests, which include this
-//! file, so that both serve exactly the same handlers.
+//! One library for the demo's binary (`cargo run --example todo`, or `-p rohrpost-todo`),
+//! the integration tests and the benchmarks, so that all of them serve exactly the same
+//! handlers.
 
 use rohrpost::notify::{Notify, Transaction};
 use rohrpost::prelude::*;
+use rohrpost::server::ServerError;
 use rohrpost::subscribe::Subscriptions;
-use rohrpost::{Groups, ServerError};
+use rohrpost::Groups;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -36,15 +38,18 @@ pub struct Config {
 
 impl Config {
     /// The group layer the settings ask for: Redis when a URL is given, else in-process.
-    pub async fn groups(&self) -> Result<Groups, rohrpost::GroupError> {
+    pub async fn groups(&self) -> Result<Groups, rohrpost::groups::GroupError> {
         match &self.redis_url {
-            Some(url) => Ok(Groups::new(rohrpost::RedisGroups::connect(url).await?)),
+            Some(url) => Ok(Groups::new(
+                rohrpost::groups::RedisGroups::connect(url).await?,
+            )),
             None => Ok(Groups::memory()),
         }
     }
 }
 
 /// The todo table, whichever database holds it.
+#[derive(Debug)]
 pub struct Db {
     pool: AnyPool,
 }
@@ -216,7 +221,7 @@ pub fn handlers(token: &str) -> Handlers {
 async fn builder(
     config: &Config,
     groups: Groups,
-) -> Result<rohrpost::ServerBuilder, Box<dyn std::error::Error>> {
+) -> Result<rohrpost::server::ServerBuilder, Box<dyn std::error::Error>> {
     let db = Db::connect(&config.database_url).await?;
     Ok(Server::builder()
         .handlers(handlers(&config.token))
@@ -238,7 +243,7 @@ pub async fn server(config: &Config, groups: Groups) -> Result<Server, Box<dyn s
 pub async fn router(
     config: &Config,
     groups: Groups,
-) -> Result<(axum::Router, rohrpost::Endpoint), Box<dyn std::error::Error>> {
+) -> Result<(axum::Router, rohrpost::server::Endpoint), Box<dyn std::error::Error>> {
     let endpoint = builder(config, groups).await?.endpoint()?;
     // The page is public, and so is the token in it: in the demo it only shows how
     // rohrpost.js passes `auth_jwt`; a real app would hand each user their own.
@@ -254,4 +259,31 @@ pub async fn router(
 }
 
 /// The todo page: plain HTML and JavaScript, no build step.
-pub const PAGE: &str = include_str!("index.html");
+pub const PAGE: &str = include_str!("../index.html");
+
+/// Serves the demo (the page at `/`, rohrpost at `/rohrpost/`) until Ctrl-C or SIGTERM, then
+/// shuts down gracefully.
+pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let groups = config.groups().await?;
+    let (router, endpoint) = router(&config, groups).await?;
+    let listener = tokio::net::TcpListener::bind(config.addr.as_str()).await?;
+    let addr = listener.local_addr()?;
+    println!("rohrpost todo demo: ws://{addr}/rohrpost/ (the page: http://{addr}/)");
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(async move {
+            rohrpost::server::shutdown_signal().await;
+            endpoint.shutdown().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// Logs to stderr through `tracing`, at `info` unless `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
