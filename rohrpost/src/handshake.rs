@@ -127,6 +127,13 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    pub(crate) fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+
     /// 401 Unauthorized: no or unreadable credentials.
     pub fn unauthorized(reason: impl Into<String>) -> Self {
         Self {
@@ -155,6 +162,11 @@ impl Refusal {
     /// The HTTP status code.
     pub fn status(&self) -> u16 {
         self.status.as_u16()
+    }
+
+    /// The reason, the body of the refusal.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }
 

@@ -16,9 +16,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use super::socket::{self, Refused};
+use super::{socket, upgrade};
 use super::{ServerBuilder, ServerError, Shared};
 use crate::handshake::Handshake;
+use crate::handshake::Refusal;
 use crate::metrics::Metrics;
 use crate::Groups;
 
@@ -153,9 +154,9 @@ impl Endpoint {
             headers: std::mem::take(request.headers_mut()),
             peer,
         };
-        let accepted = match socket::check_request(&self.shared, handshake, over_capacity).await {
+        let accepted = match upgrade::check_request(&self.shared, handshake, over_capacity).await {
             Ok(accepted) => accepted,
-            Err(Refused { status, reason }) => return (status, reason).into_response(),
+            Err(Refusal { status, reason }) => return (status, reason).into_response(),
         };
         let upgrade = hyper::upgrade::on(&mut request);
         let shared = self.shared.clone();

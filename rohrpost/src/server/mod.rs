@@ -4,6 +4,7 @@
 mod axum;
 mod join;
 mod socket;
+mod upgrade;
 
 #[cfg(feature = "axum")]
 pub use self::axum::Endpoint;

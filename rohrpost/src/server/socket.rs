@@ -1,36 +1,32 @@
-//! One connection's task: the handshake, the read loop (frames to the dispatcher), the write
-//! loop (queued messages, written in batches) and closing.
+//! One connection's task after its handshake (see `upgrade`): the read loop (frames to the
+//! dispatcher), the write loop (queued messages, written in batches) and closing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{timeout_at, Instant};
+use tokio::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
-use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
-use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{RateLimit, Shared, MAX_REQUEST_HEAD};
+use super::{RateLimit, Shared};
 use crate::connection::Budget;
-use crate::handshake::{Accept, Handshake, Refusal};
+use crate::handshake::Accept;
 use crate::message::Message;
 use crate::metrics::{Counter, Metrics};
 use crate::outbound::{Item, Outbound};
 use crate::protocol::{
-    self, BINARY_FRAME_ERROR, INVALID_UTF8_CLOSE, MESSAGE_TOO_BIG_CLOSE, PROTOCOL_ERROR_CLOSE,
-    RATE_LIMITED, SHUTTING_DOWN, SHUTTING_DOWN_CLOSE, SLOW_CLIENT_CLOSE,
+    BINARY_FRAME_ERROR, INVALID_UTF8_CLOSE, MESSAGE_TOO_BIG_CLOSE, PROTOCOL_ERROR_CLOSE,
+    RATE_LIMITED, SHUTTING_DOWN_CLOSE, SLOW_CLIENT_CLOSE,
 };
 use crate::Connection;
 
@@ -40,7 +36,7 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 const WRITE_BATCH: usize = 256;
 
 /// The longest a closed connection is drained for the client's close reply.
-const LINGER: Duration = Duration::from_secs(2);
+pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 /// The transport under a WebSocket: a TCP stream, or an upgraded HTTP connection (axum).
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -53,13 +49,14 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     let open = shared.metrics.open_connection();
     let _open = OpenConnection(shared.metrics.clone());
     let over_capacity = open > shared.max_connections as u64;
-    let (socket, accepted) = match handshake(stream, peer, &shared, over_capacity).await {
-        Ok(accepted) => accepted,
-        Err(reason) => {
-            tracing::debug!(%peer, %reason, "handshake refused");
-            return;
-        }
-    };
+    let (socket, accepted) =
+        match super::upgrade::handshake(stream, peer, &shared, over_capacity).await {
+            Ok(accepted) => accepted,
+            Err(reason) => {
+                tracing::debug!(%peer, %reason, "handshake refused");
+                return;
+            }
+        };
     run(socket, peer, shared, accepted).await;
 }
 
@@ -130,212 +127,6 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.close_connection();
     }
-}
-
-/// Why a handshake was refused: the HTTP status and a reason for the client.
-pub(crate) struct Refused {
-    pub(crate) status: StatusCode,
-    pub(crate) reason: String,
-}
-
-impl Refused {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
-        Self {
-            status,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// The checks on a handshake request, in order: capacity (503), origin (403), the
-/// authentication hook (401/403, or 503 when it outlasts the handshake timeout), and
-/// whether the server began shutting down meanwhile (503). Each refusal is counted here.
-/// The path is checked by whoever routes the request.
-pub(crate) async fn check_request(
-    shared: &Shared,
-    handshake: Handshake,
-    over_capacity: bool,
-) -> Result<Accept, Refused> {
-    let refuse = |counter: Counter, status: StatusCode, reason: String| {
-        shared.metrics.add(counter);
-        Err(Refused::new(status, reason))
-    };
-    if over_capacity {
-        return refuse(
-            Counter::RefusedCapacity,
-            StatusCode::SERVICE_UNAVAILABLE,
-            protocol::TOO_MANY_CONNECTIONS.into(),
-        );
-    }
-    if let (Some(allowed), Some(origin)) = (&shared.allowed_origins, handshake.origin()) {
-        if !allowed.iter().any(|a| a == origin) {
-            return refuse(
-                Counter::RefusedOrigin,
-                StatusCode::FORBIDDEN,
-                protocol::origin_not_allowed(origin),
-            );
-        }
-    }
-    let Some(authenticate) = &shared.authenticate else {
-        return Ok(Accept::new());
-    };
-    let peer = handshake.peer;
-    let verdict = tokio::time::timeout(shared.handshake_timeout, authenticate.call(handshake));
-    let accepted = match verdict.await {
-        Ok(Ok(accepted)) => accepted,
-        Ok(Err(Refusal { status, reason })) => return refuse(Counter::RefusedAuth, status, reason),
-        Err(_) => {
-            tracing::warn!(%peer, timeout = ?shared.handshake_timeout, "the authentication hook timed out");
-            return refuse(
-                Counter::AuthTimeouts,
-                StatusCode::SERVICE_UNAVAILABLE,
-                protocol::AUTH_TIMED_OUT.into(),
-            );
-        }
-    };
-    if shared
-        .shutting_down
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
-        return Err(Refused::new(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN));
-    }
-    Ok(accepted)
-}
-
-/// The handshake over TCP: read the request, let tungstenite validate it (400), check the
-/// path (404), then [`check_request`], and answer with 101 or the refusal. Reading the
-/// request here, rather than in tungstenite's handshake, is what lets the authentication
-/// hook be async. Reading the request and writing the answer share the handshake timeout;
-/// the hook has its own.
-async fn handshake(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    over_capacity: bool,
-) -> Result<(WebSocketStream<TcpStream>, Accept), String> {
-    let deadline = Instant::now() + shared.handshake_timeout;
-    let (request, rest) = match timeout_at(deadline, read_request(&mut stream)).await {
-        Ok(Ok(read)) => read,
-        Ok(Err(ReadError::Refused(refused))) => return Err(answer_refusal(stream, refused).await),
-        Ok(Err(ReadError::Io(error))) => return Err(error.to_string()),
-        Err(_) => return Err("handshake timed out".to_owned()),
-    };
-    let response = match create_response(&request) {
-        Ok(response) => response,
-        Err(error) => {
-            let refused = Refused::new(StatusCode::BAD_REQUEST, error.to_string());
-            return Err(answer_refusal(stream, refused).await);
-        }
-    };
-    if request.uri().path() != shared.path && !over_capacity {
-        let reason = protocol::no_endpoint(request.uri().path());
-        let refused = Refused::new(StatusCode::NOT_FOUND, reason);
-        return Err(answer_refusal(stream, refused).await);
-    }
-    let (parts, ()) = request.into_parts();
-    let handshake = Handshake {
-        uri: parts.uri,
-        headers: parts.headers,
-        peer,
-    };
-    let accepted = match check_request(shared, handshake, over_capacity).await {
-        Ok(accepted) => accepted,
-        Err(refused) => return Err(answer_refusal(stream, refused).await),
-    };
-    let mut head = Vec::with_capacity(160);
-    write_response(&mut head, &response).map_err(|error| error.to_string())?;
-    let deadline = deadline.max(Instant::now() + LINGER);
-    match timeout_at(deadline, stream.write_all(&head)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => return Err(error.to_string()),
-        Err(_) => return Err("handshake timed out".to_owned()),
-    }
-    let socket =
-        WebSocketStream::from_partially_read(stream, rest, Role::Server, Some(shared.websocket))
-            .await;
-    Ok((socket, accepted))
-}
-
-/// Why reading a handshake request stopped.
-enum ReadError {
-    Io(std::io::Error),
-    Refused(Refused),
-}
-
-/// Reads the request head; returns the request and whatever bytes followed it. The head is
-/// parsed only once its end (an empty line) has arrived, so a client that trickles bytes
-/// costs a scan of the new ones, not a parse of the whole buffer per read.
-async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), ReadError> {
-    let mut buffer = Vec::with_capacity(1024);
-    loop {
-        let room = MAX_REQUEST_HEAD - buffer.len();
-        if room == 0 {
-            return Err(ReadError::Refused(Refused::new(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                protocol::head_too_large(MAX_REQUEST_HEAD),
-            )));
-        }
-        // The head ends at an empty line: "\n\n" or "\n\r\n" (as httparse accepts), which
-        // may straddle two reads.
-        let scanned = buffer.len().saturating_sub(2);
-        buffer.reserve(room.min(1024));
-        let read = (&mut *stream)
-            .take(room as u64)
-            .read_buf(&mut buffer)
-            .await
-            .map_err(ReadError::Io)?;
-        if read == 0 {
-            return Err(ReadError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the client closed before finishing its handshake request",
-            )));
-        }
-        let tail = &buffer[scanned..];
-        let complete = tail.windows(2).any(|window| window == b"\n\n")
-            || tail.windows(3).any(|window| window == b"\n\r\n");
-        // Not HTTP at all shows in the first bytes: no need to wait for the empty line.
-        if !complete && scanned > 0 {
-            continue;
-        }
-        match Request::try_parse(&buffer) {
-            Ok(Some((size, request))) => return Ok((request, buffer.split_off(size))),
-            Ok(None) => {}
-            Err(error) => {
-                return Err(ReadError::Refused(Refused::new(
-                    StatusCode::BAD_REQUEST,
-                    error.to_string(),
-                )))
-            }
-        }
-    }
-}
-
-/// The most of a refused client's unread request that is read and thrown away, so that
-/// closing the socket does not reset the connection before the client reads the refusal.
-const REFUSAL_DRAIN: u64 = 64 * 1024;
-
-/// Answers a refused handshake with its status and reason, and closes.
-async fn answer_refusal(mut stream: TcpStream, refused: Refused) -> String {
-    let reason = refused.reason;
-    let response = format!(
-        "HTTP/1.1 {}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\r\n{reason}",
-        refused.status,
-        reason.len(),
-    );
-    // The client may be gone already; the refusal is logged either way. Unread input
-    // would make the kernel answer the close with a reset, which can destroy the
-    // refusal in flight: read it (bounded in bytes and time) until the client hangs up.
-    let send = async {
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await?;
-        tokio::io::copy(
-            &mut (&mut stream).take(REFUSAL_DRAIN),
-            &mut tokio::io::sink(),
-        )
-        .await
-    };
-    let _ = tokio::time::timeout(LINGER, send).await;
-    format!("{}: {reason}", refused.status)
 }
 
 /// Why a connection's read loop ended.
