@@ -2,8 +2,7 @@
 //! groups and hooks as the standalone server, on the app's router, listener and middleware.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
@@ -11,7 +10,6 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use hyper_util::rt::TokioIo;
-use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
@@ -52,9 +50,6 @@ use crate::Groups;
 #[derive(Clone)]
 pub struct Endpoint {
     shared: Arc<Shared>,
-    metrics: Metrics,
-    shutdown_timeout: Duration,
-    connections: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl ServerBuilder {
@@ -70,12 +65,8 @@ impl ServerBuilder {
     /// # Ok::<(), rohrpost::server::ServerError>(())
     /// ```
     pub fn endpoint(self) -> Result<Endpoint, ServerError> {
-        let (shared, metrics, shutdown_timeout) = self.build()?;
         Ok(Endpoint {
-            shared,
-            metrics,
-            shutdown_timeout,
-            connections: Arc::default(),
+            shared: self.build()?,
         })
     }
 }
@@ -92,7 +83,7 @@ impl Endpoint {
 
     /// The endpoint's counters.
     pub fn metrics(&self) -> Metrics {
-        self.metrics.clone()
+        self.shared.metrics.clone()
     }
 
     /// The endpoint's groups: clone it to send to groups from anywhere.
@@ -104,23 +95,8 @@ impl Endpoint {
     /// sends its reply and closes with 1001; connections still busy after the shutdown
     /// timeout are dropped. Upgrades that arrive meanwhile get HTTP 503.
     pub async fn shutdown(&self) {
-        self.shared.begin_shutdown();
-        let wait = async {
-            while self.metrics.snapshot().connections_open > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        if tokio::time::timeout(self.shutdown_timeout, wait)
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown timeout passed: dropping the connections still busy");
-            self.lock_connections().abort_all();
-        }
-    }
-
-    fn lock_connections(&self) -> std::sync::MutexGuard<'_, JoinSet<()>> {
-        crate::lock::lock(&self.connections)
+        let timeout = self.shared.config.shutdown_timeout;
+        self.shared.connections.shut_down(timeout).await;
     }
 
     async fn upgrade(&self, mut request: Request) -> Response {
@@ -131,11 +107,7 @@ impl Endpoint {
             )
                 .into_response();
         };
-        if self
-            .shared
-            .shutting_down
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if self.shared.connections.shutting_down() {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 crate::protocol::SHUTTING_DOWN,
@@ -146,9 +118,10 @@ impl Endpoint {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0);
-        let open = self.metrics.open_connection();
-        let open_guard = socket::OpenConnection(self.metrics.clone());
-        let over_capacity = open > self.shared.max_connections as u64;
+        let metrics = &self.shared.metrics;
+        let open = metrics.open_connection();
+        let open_guard = socket::OpenConnection(metrics.clone());
+        let over_capacity = open > self.shared.config.max_connections as u64;
         let handshake = Handshake {
             uri: request.uri().clone(),
             headers: std::mem::take(request.headers_mut()),
@@ -160,11 +133,8 @@ impl Endpoint {
         };
         let upgrade = hyper::upgrade::on(&mut request);
         let shared = self.shared.clone();
-        let handshake_timeout = shared.handshake_timeout;
-        let mut connections = self.lock_connections();
-        // Reap finished connections, so that the set holds only live ones.
-        while connections.try_join_next().is_some() {}
-        connections.spawn(async move {
+        let handshake_timeout = shared.config.handshake_timeout;
+        self.shared.clone().spawn(async move {
             let _open = open_guard;
             let upgraded = match tokio::time::timeout(handshake_timeout, upgrade).await {
                 Ok(Ok(upgraded)) => upgraded,
@@ -176,7 +146,6 @@ impl Endpoint {
                     .await;
             socket::run(socket, peer, shared, accepted).await;
         });
-        drop(connections);
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();
@@ -219,7 +188,7 @@ fn websocket_key(request: &Request) -> Option<String> {
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Endpoint")
-            .field("metrics", &self.metrics.snapshot())
+            .field("metrics", &self.metrics().snapshot())
             .finish_non_exhaustive()
     }
 }

@@ -2,6 +2,8 @@
 
 #[cfg(feature = "axum")]
 mod axum;
+mod config;
+mod connections;
 mod join;
 mod socket;
 mod upgrade;
@@ -19,8 +21,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use self::config::Config;
+use self::connections::Connections;
 
 use crate::dispatch::Dispatcher;
 use crate::handshake::{Accept, AuthHook, Handshake, Refusal};
@@ -114,28 +118,14 @@ pub enum ServerError {
 /// server.serve().await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Default)]
 #[must_use = "a builder does nothing until `bind` is awaited"]
 pub struct ServerBuilder {
-    path: String,
+    config: Config,
     handlers: Option<Handlers>,
     groups: Option<Groups>,
     state: TypeMap,
-    max_message_size: usize,
-    outbound_queue: usize,
-    reply_backlog: usize,
-    handshake_timeout: Duration,
-    shutdown_timeout: Duration,
-    close_timeout: Duration,
-    write_timeout: Duration,
-    max_connections: usize,
-    allowed_origins: Option<Vec<String>>,
     authenticate: Option<AuthHook>,
-    handler_timeout: Duration,
-    handlers_per_connection: usize,
-    rate_limit: Option<RateLimit>,
-    ping_interval: Duration,
-    ping_timeout: Duration,
 }
 
 /// A per-connection message rate limit: a token bucket refilled at `per_second`, holding
@@ -148,37 +138,11 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-impl Default for ServerBuilder {
-    fn default() -> Self {
-        Self {
-            path: DEFAULT_PATH.to_owned(),
-            handlers: None,
-            groups: None,
-            state: TypeMap::default(),
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
-            reply_backlog: DEFAULT_REPLY_BACKLOG,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            close_timeout: DEFAULT_CLOSE_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            allowed_origins: None,
-            authenticate: None,
-            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
-            handlers_per_connection: 1,
-            rate_limit: None,
-            ping_interval: DEFAULT_PING_INTERVAL,
-            ping_timeout: DEFAULT_PING_TIMEOUT,
-        }
-    }
-}
-
 impl ServerBuilder {
     /// The URL path of the endpoint (default `/rohrpost/`); must start with `/`. The query
     /// string is ignored; any other path is refused at the handshake with HTTP 404.
     pub fn path(mut self, path: impl Into<String>) -> Self {
-        self.path = path.into();
+        self.config.path = path.into();
         self
     }
 
@@ -206,7 +170,7 @@ impl ServerBuilder {
     /// The largest incoming message, in bytes (default 1 MiB). A larger message closes the
     /// connection with code 1009 (message too big).
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
+        self.config.max_message_size = bytes;
         self
     }
 
@@ -220,7 +184,7 @@ impl ServerBuilder {
     /// [`Connection::send`](crate::Connection::send) waits for room, up to the
     /// [`write_timeout`](Self::write_timeout).
     pub fn outbound_queue(mut self, messages: usize) -> Self {
-        self.outbound_queue = messages;
+        self.config.outbound_queue = messages;
         self
     }
 
@@ -229,7 +193,7 @@ impl ServerBuilder {
     /// requests without reading the replies slows itself down, and one that reads nothing
     /// at all is closed at the [`write_timeout`](Self::write_timeout).
     pub fn reply_backlog(mut self, replies: usize) -> Self {
-        self.reply_backlog = replies;
+        self.config.reply_backlog = replies;
         self
     }
 
@@ -238,14 +202,14 @@ impl ServerBuilder {
     /// client gets HTTP 503 (counted in
     /// [`MetricsSnapshot::auth_timeouts`](crate::server::MetricsSnapshot)).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.config.handshake_timeout = timeout;
         self
     }
 
     /// How long running handlers may take to finish once shutdown begins (default 10 s);
     /// connections still busy then are dropped.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.config.shutdown_timeout = timeout;
         self
     }
 
@@ -255,7 +219,7 @@ impl ServerBuilder {
     /// and the close frame with its code and reason: the frame waits behind that data, and
     /// a client that reads later sees the connection end without a close frame.
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
+        self.config.close_timeout = timeout;
         self
     }
 
@@ -264,7 +228,7 @@ impl ServerBuilder {
     /// full: the client is not reading"); [`Connection::send`](crate::Connection::send) waits at most this long for
     /// room in the queue.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
+        self.config.write_timeout = timeout;
         self
     }
 
@@ -272,7 +236,7 @@ impl ServerBuilder {
     /// and is counted in [`MetricsSnapshot::refused_capacity`](crate::server::MetricsSnapshot). The
     /// process also needs an open-file limit (`ulimit -n`) above it.
     pub fn max_connections(mut self, connections: usize) -> Self {
-        self.max_connections = connections;
+        self.config.max_connections = connections;
         self
     }
 
@@ -284,7 +248,7 @@ impl ServerBuilder {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self.config.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
         self
     }
 
@@ -330,7 +294,7 @@ impl ServerBuilder {
     /// The longest a handler may run (default 30 s): then it is dropped, the client gets
     /// `{"id", "type", "error": "Handler timed out."}`, and the connection goes on.
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
-        self.handler_timeout = timeout;
+        self.config.handler_timeout = timeout;
         self
     }
 
@@ -350,7 +314,7 @@ impl ServerBuilder {
     /// let builder = rohrpost::Server::builder().handlers_per_connection(8);
     /// ```
     pub fn handlers_per_connection(mut self, handlers: usize) -> Self {
-        self.handlers_per_connection = handlers;
+        self.config.handlers_per_connection = handlers;
         self
     }
 
@@ -358,7 +322,7 @@ impl ServerBuilder {
     /// (off by default). A message over the limit is not handled; it gets
     /// `{"id", "type", "error": "Rate limit exceeded."}` and the connection goes on.
     pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
-        self.rate_limit = Some(RateLimit { per_second, burst });
+        self.config.rate_limit = Some(RateLimit { per_second, burst });
         self
     }
 
@@ -367,8 +331,8 @@ impl ServerBuilder {
     /// WebSocket ping, and a client that sends nothing for `timeout` after it is dropped
     /// (and leaves its groups). Defaults: 20 s and 20 s.
     pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.ping_interval = interval;
-        self.ping_timeout = timeout;
+        self.config.ping_interval = interval;
+        self.config.ping_timeout = timeout;
         self
     }
 
@@ -378,7 +342,7 @@ impl ServerBuilder {
         self,
         addr: impl ToSocketAddrs + std::fmt::Debug,
     ) -> Result<Server, ServerError> {
-        let (shared, metrics, shutdown_timeout) = self.build()?;
+        let shared = self.build()?;
         let failed = |source| ServerError::Bind {
             addr: format!("{addr:?}").trim_matches('"').to_owned(),
             source,
@@ -386,97 +350,34 @@ impl ServerBuilder {
         let listener = TcpListener::bind(&addr).await.map_err(failed)?;
         let local_addr = listener.local_addr().map_err(failed)?;
         Ok(Server {
-            metrics,
             listener,
             local_addr,
             shared,
-            shutdown_timeout,
         })
     }
 
     /// Checks the settings and the handlers; what every connection of the server shares.
-    fn build(self) -> Result<(Arc<Shared>, Metrics, Duration), ServerError> {
-        if !self.path.starts_with('/') {
-            return Err(ServerError::InvalidConfig(format!(
-                "the path must start with '/', got {:?}",
-                self.path
-            )));
-        }
-        if let Some(limit) = self.rate_limit {
-            let valid = limit.per_second.is_finite() && limit.per_second > 0.0 && limit.burst > 0;
-            if !valid {
-                return Err(ServerError::InvalidConfig(format!(
-                    "a rate limit needs a positive rate and a burst of at least 1, got {} per second and {}",
-                    limit.per_second, limit.burst
-                )));
-            }
-        }
-        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
-            return Err(ServerError::InvalidConfig(
-                "the ping interval and timeout must be longer than zero".into(),
-            ));
-        }
-        let timeouts = [
-            ("handshake_timeout", self.handshake_timeout),
-            ("write_timeout", self.write_timeout),
-            ("close_timeout", self.close_timeout),
-            ("handler_timeout", self.handler_timeout),
-        ];
-        if let Some((name, _)) = timeouts.iter().find(|(_, timeout)| timeout.is_zero()) {
-            return Err(ServerError::InvalidConfig(format!(
-                "{name} must be longer than zero"
-            )));
-        }
-        if self.handlers_per_connection == 0 {
-            return Err(ServerError::InvalidConfig(
-                "handlers_per_connection must be at least 1".into(),
-            ));
-        }
-        if self.outbound_queue == 0 || self.reply_backlog == 0 || self.max_message_size == 0 {
-            return Err(ServerError::InvalidConfig(format!(
-                "outbound_queue, reply_backlog and max_message_size must be at least 1, got {}, {} and {}",
-                self.outbound_queue, self.reply_backlog, self.max_message_size
-            )));
-        }
+    fn build(self) -> Result<Arc<Shared>, ServerError> {
+        self.config.validate()?;
         let handlers = self.handlers.unwrap_or_else(Handlers::collect);
         handlers.check()?;
-        let websocket = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_SIZE)
-            .max_message_size(Some(self.max_message_size))
-            .max_frame_size(Some(self.max_message_size));
         let metrics = Metrics::default();
-        let shared = Arc::new(Shared {
-            live: Default::default(),
-            shutting_down: Default::default(),
+        Ok(Arc::new(Shared {
             dispatcher: Dispatcher::new(
                 handlers,
                 self.state,
                 metrics.clone(),
-                self.handler_timeout,
+                self.config.handler_timeout,
             ),
-            metrics: metrics.clone(),
-            max_connections: self.max_connections,
-            allowed_origins: self.allowed_origins,
+            metrics,
             authenticate: self.authenticate,
-            rate_limit: self.rate_limit,
-            handlers_per_connection: self.handlers_per_connection,
-            ping_interval: self.ping_interval,
-            ping_timeout: self.ping_timeout,
             groups: self.groups.unwrap_or_default(),
-            path: self.path,
-            websocket,
-            outbound_queue: self.outbound_queue,
-            reply_backlog: self.reply_backlog,
-            handshake_timeout: self.handshake_timeout,
-            close_timeout: self.close_timeout,
-            write_timeout: self.write_timeout,
-        });
-        Ok((shared, metrics, self.shutdown_timeout))
+            websocket: self.config.websocket(),
+            connections: Connections::default(),
+            config: self.config,
+        }))
     }
 }
-
-/// Small, since most connections are idle; tungstenite grows its message buffer as needed.
-const READ_BUFFER_SIZE: usize = 1024;
 
 /// A rohrpost server bound to its address, ready to [`serve`](Server::serve).
 ///
@@ -498,64 +399,27 @@ const READ_BUFFER_SIZE: usize = 1024;
 /// ```
 #[derive(Debug)]
 pub struct Server {
-    metrics: Metrics,
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown_timeout: Duration,
 }
 
+/// What every connection of a server (or an endpoint) shares.
 #[derive(Debug)]
 struct Shared {
-    /// The live connections, to tell each when the server shuts down.
-    live: std::sync::Mutex<std::collections::HashMap<u64, crate::Connection>>,
-    shutting_down: std::sync::atomic::AtomicBool,
+    config: Config,
+    connections: Connections,
     dispatcher: Dispatcher,
     metrics: Metrics,
-    max_connections: usize,
-    allowed_origins: Option<Vec<String>>,
     authenticate: Option<AuthHook>,
-    rate_limit: Option<RateLimit>,
-    handlers_per_connection: usize,
-    ping_interval: Duration,
-    ping_timeout: Duration,
     groups: Groups,
-    path: String,
     websocket: WebSocketConfig,
-    outbound_queue: usize,
-    reply_backlog: usize,
-    handshake_timeout: Duration,
-    close_timeout: Duration,
-    write_timeout: Duration,
 }
 
 impl Shared {
-    fn live(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, crate::Connection>> {
-        crate::lock::lock(&self.live)
-    }
-
-    /// Adds a connection to the live list; one that arrives during shutdown is told at once.
-    fn register(&self, connection: &crate::Connection) {
-        self.live().insert(connection.id(), connection.clone());
-        if self
-            .shutting_down
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
-            connection.begin_shutdown();
-        }
-    }
-
-    fn unregister(&self, connection: &crate::Connection) {
-        self.live().remove(&connection.id());
-    }
-
-    /// Tells every live connection to finish its current message and close with 1001.
-    fn begin_shutdown(&self) {
-        self.shutting_down
-            .store(true, std::sync::atomic::Ordering::Release);
-        for connection in self.live().values() {
-            connection.begin_shutdown();
-        }
+    /// Serves one connection in a task of its own, tracked for the shutdown.
+    fn spawn(self: &Arc<Self>, task: impl Future<Output = ()> + Send + 'static) {
+        self.connections.spawn(task);
     }
 }
 
@@ -589,12 +453,12 @@ impl Server {
     /// The server's counters (connections, refusals, handler failures…); clone it before
     /// serving to read them while the server runs.
     pub fn metrics(&self) -> Metrics {
-        self.metrics.clone()
+        self.shared.metrics.clone()
     }
 
     /// The endpoint's URL, e.g. `ws://127.0.0.1:8000/rohrpost/`.
     pub fn url(&self) -> String {
-        format!("ws://{}{}", self.local_addr, self.shared.path)
+        format!("ws://{}{}", self.local_addr, self.shared.config.path)
     }
 
     /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully (see
@@ -611,18 +475,15 @@ impl Server {
             listener,
             local_addr,
             shared,
-            shutdown_timeout,
-            metrics: _,
         } = self;
-        tracing::info!(addr = %local_addr, path = %shared.path, "rohrpost server listening");
-        let mut connections = JoinSet::new();
+        tracing::info!(addr = %local_addr, path = %shared.config.path, "rohrpost server listening");
         tokio::pin!(signal);
         loop {
             tokio::select! {
                 _ = &mut signal => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        connections.spawn(socket::serve_connection(stream, peer, shared.clone()));
+                        shared.spawn(socket::serve_connection(stream, peer, shared.clone()));
                     }
                     Err(error) => {
                         // Typically out of file descriptors: wait rather than spin.
@@ -630,26 +491,13 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
         drop(listener);
-        tracing::info!(
-            connections = connections.len(),
-            "rohrpost server shutting down"
-        );
-        shared.begin_shutdown();
-        let drained = tokio::time::timeout(shutdown_timeout, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                connections = connections.len(),
-                "shutdown timeout passed: dropping the connections still busy"
-            );
-            connections.shutdown().await;
-        }
+        shared
+            .connections
+            .shut_down(shared.config.shutdown_timeout)
+            .await;
         tracing::info!("rohrpost server stopped");
     }
 }

@@ -48,7 +48,7 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     // Counted from the accept, so that handshakes in progress count against the limit.
     let open = shared.metrics.open_connection();
     let _open = OpenConnection(shared.metrics.clone());
-    let over_capacity = open > shared.max_connections as u64;
+    let over_capacity = open > shared.config.max_connections as u64;
     let (socket, accepted) =
         match super::upgrade::handshake(stream, peer, &shared, over_capacity).await {
             Ok(accepted) => accepted,
@@ -71,9 +71,9 @@ pub(crate) async fn run<S: Transport>(
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let budget = Budget {
-        outbound_queue: shared.outbound_queue,
-        reply_backlog: shared.reply_backlog,
-        write_timeout: shared.write_timeout,
+        outbound_queue: shared.config.outbound_queue,
+        reply_backlog: shared.config.reply_backlog,
+        write_timeout: shared.config.write_timeout,
         metrics: shared.metrics.clone(),
     };
     let connection = Connection::new(
@@ -86,7 +86,7 @@ pub(crate) async fn run<S: Transport>(
     );
     // Leaves every group and the server's list when this task ends, however it ends.
     let _membership = LeaveOnDrop(connection.clone(), shared.clone());
-    shared.register(&connection);
+    shared.connections.register(&connection);
     tracing::debug!(connection = id, %peer, "connection opened");
     // Reader and writer share this task: a reply queued by the reader is written in the
     // same poll (the reader is polled first), and dropping the task drops the socket.
@@ -110,7 +110,7 @@ pub(crate) async fn run<S: Transport>(
         Ok(mut socket) => {
             close_socket(&mut socket, &connection, &shared, unsent).await;
             if !matches!(end, End::Peer) {
-                linger(&mut socket, shared.close_timeout.min(LINGER)).await;
+                linger(&mut socket, shared.config.close_timeout.min(LINGER)).await;
             }
         }
         Err(error) => {
@@ -147,12 +147,12 @@ async fn read_loop<S: Transport>(
     shared: &Shared,
 ) -> End {
     let signal = connection.reader_signal();
-    let mut liveness = Liveness::new(shared.ping_interval, shared.ping_timeout);
+    let mut liveness = Liveness::new(shared.config.ping_interval, shared.config.ping_timeout);
     let ping_timer = tokio::time::sleep_until(liveness.next_check());
     tokio::pin!(signal, ping_timer);
-    let mut bucket = shared.rate_limit.map(TokenBucket::new);
+    let mut bucket = shared.config.rate_limit.map(TokenBucket::new);
     // Handlers running beside the read loop; empty unless `handlers_per_connection` > 1.
-    let concurrent = shared.handlers_per_connection > 1;
+    let concurrent = shared.config.handlers_per_connection > 1;
     let mut running = Running::default();
     loop {
         if connection.is_closed() {
@@ -160,7 +160,7 @@ async fn read_loop<S: Transport>(
         }
         // Replies wait for the client to read them: while too many do, read no more requests.
         let backlog_full = connection.outbound().backlog_full();
-        let reading = running.len() < shared.handlers_per_connection && !backlog_full;
+        let reading = running.len() < shared.config.handlers_per_connection && !backlog_full;
         let frame = tokio::select! {
             biased;
             stopped = &mut signal => {
@@ -337,7 +337,7 @@ async fn write_loop<S: Transport>(
                 biased;
                 _ = &mut aborted => break,
                 written = tokio::time::timeout(
-                    shared.write_timeout,
+                    shared.config.write_timeout,
                     write_batch(sink, queue, &mut pending),
                 ) => written,
             },
@@ -390,10 +390,10 @@ async fn close_socket<S: Transport>(
             }
         }
         let _ = socket.start_send_unpin(Frame::Close(Some(frame)));
-        let _ = tokio::time::timeout(shared.close_timeout * 2, SinkExt::close(socket)).await;
+        let _ = tokio::time::timeout(shared.config.close_timeout * 2, SinkExt::close(socket)).await;
         return;
     }
-    let _ = tokio::time::timeout(shared.close_timeout, SinkExt::close(socket)).await;
+    let _ = tokio::time::timeout(shared.config.close_timeout, SinkExt::close(socket)).await;
 }
 
 /// Server-side liveness: when to ping, and when a pinged client counts as gone. A frame only
@@ -526,7 +526,7 @@ impl Drop for LeaveOnDrop {
         // itself (see `Groups::join`).
         self.0.stop();
         self.0.groups().leave_all(&self.0);
-        self.1.unregister(&self.0);
+        self.1.connections.unregister(&self.0);
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) async fn check_request(
             protocol::TOO_MANY_CONNECTIONS.into(),
         );
     }
-    if let (Some(allowed), Some(origin)) = (&shared.allowed_origins, handshake.origin()) {
+    if let (Some(allowed), Some(origin)) = (&shared.config.allowed_origins, handshake.origin()) {
         if !allowed.iter().any(|a| a == origin) {
             return refuse(
                 Counter::RefusedOrigin,
@@ -52,7 +52,10 @@ pub(crate) async fn check_request(
         return Ok(Accept::new());
     };
     let peer = handshake.peer;
-    let verdict = tokio::time::timeout(shared.handshake_timeout, authenticate.call(handshake));
+    let verdict = tokio::time::timeout(
+        shared.config.handshake_timeout,
+        authenticate.call(handshake),
+    );
     let accepted = match verdict.await {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(refusal)) => {
@@ -60,7 +63,7 @@ pub(crate) async fn check_request(
             return Err(refusal);
         }
         Err(_) => {
-            tracing::warn!(%peer, timeout = ?shared.handshake_timeout, "the authentication hook timed out");
+            tracing::warn!(%peer, timeout = ?shared.config.handshake_timeout, "the authentication hook timed out");
             return refuse(
                 Counter::AuthTimeouts,
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -68,10 +71,7 @@ pub(crate) async fn check_request(
             );
         }
     };
-    if shared
-        .shutting_down
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
+    if shared.connections.shutting_down() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN));
     }
     Ok(accepted)
@@ -88,7 +88,7 @@ pub(super) async fn handshake(
     shared: &Shared,
     over_capacity: bool,
 ) -> Result<(WebSocketStream<TcpStream>, Accept), String> {
-    let deadline = Instant::now() + shared.handshake_timeout;
+    let deadline = Instant::now() + shared.config.handshake_timeout;
     let (request, rest) = match timeout_at(deadline, read_request(&mut stream)).await {
         Ok(Ok(read)) => read,
         Ok(Err(ReadError::Refused(refused))) => return Err(answer_refusal(stream, refused).await),
@@ -102,7 +102,7 @@ pub(super) async fn handshake(
             return Err(answer_refusal(stream, refused).await);
         }
     };
-    if request.uri().path() != shared.path && !over_capacity {
+    if request.uri().path() != shared.config.path && !over_capacity {
         let reason = protocol::no_endpoint(request.uri().path());
         let refused = Refusal::new(StatusCode::NOT_FOUND, reason);
         return Err(answer_refusal(stream, refused).await);
