@@ -12,13 +12,15 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::groups::{GroupError, Groups, Policy};
 use crate::message::Message;
 
-/// What happened to the object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What happened to the object; in JSON `"create"`, `"update"` or `"delete"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Change {
     /// It was created.
     Create,

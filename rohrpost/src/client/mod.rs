@@ -1,0 +1,296 @@
+//! A rohrpost client (cargo feature `client`): what rohrpost.js does, for services, tests,
+//! bots and load generators.
+//!
+//! ```no_run
+//! use rohrpost::client::Client;
+//! use rohrpost::subscribe::GroupObject;
+//! use serde::Deserialize;
+//! use serde_json::json;
+//!
+//! #[derive(Debug, Deserialize)]
+//! struct Todo { id: i64, title: String }
+//!
+//! # async fn run() -> Result<(), rohrpost::client::ClientError> {
+//! let client = Client::builder("ws://127.0.0.1:8000/rohrpost/")
+//!     .token("hunter2")
+//!     .connect()
+//!     .await?;
+//! let todo: Todo = client.call_as("todo.create", json!({"title": "milk"})).await?;
+//! let mut changes = client
+//!     .subscribe::<Todo>(GroupObject { object_type: "todo".into(), id: json!(todo.id) })
+//!     .await?;
+//! while let Some(update) = changes.next().await {
+//!     println!("{:?}", update?);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! - Calls are matched to replies by id, any number in flight; each fails with the reply's
+//!   `error`, after the call timeout, or when the connection drops while it waits.
+//! - A `ping` goes out every ping interval; when nothing came back within an interval of
+//!   it, the connection counts as dead (as rohrpost.js): the client reconnects with backoff
+//!   (100 ms doubling to 5 s by default, where rohrpost.js waits a fixed 3 s),
+//!   re-subscribes every group, and re-sends subscribe requests that were waiting. Calls
+//!   made while reconnecting wait for the connection (within their timeout; up to 10,000).
+//! - `wss://` with the `client-tls` feature (rustls, trusting the Mozilla roots of
+//!   webpki-roots; [`ClientBuilder::tls_config`] for a private CA or client certificates).
+//! - [`Client::state`] tells whether it is connected, reconnecting or closed.
+
+mod builder;
+mod driver;
+mod error;
+mod requests;
+mod subscription;
+mod transport;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use self::builder::ClientBuilder;
+pub use self::error::ClientError;
+pub use self::subscription::{Subscription, Update};
+use crate::subscribe::GroupObject;
+
+/// The rustls version the client uses, to build a [`ClientBuilder::tls_config`] with.
+#[cfg(feature = "client-tls")]
+pub use rustls;
+
+/// The connection's state, for UIs and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connected; calls go out at once.
+    Connected,
+    /// The connection dropped; reconnecting (attempt number since the drop).
+    Reconnecting {
+        /// Attempts made since the connection dropped.
+        attempt: u32,
+    },
+    /// Closed by [`Client::close`]; nothing more will happen.
+    Closed,
+}
+
+/// A rohrpost client: cheap to clone; all clones share one connection.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<ConnectionState>,
+    next_id: Arc<AtomicU64>,
+    call_timeout: Duration,
+}
+
+/// What a [`Client`] asks of its driver.
+#[derive(Debug)]
+enum Command {
+    Call {
+        id: u64,
+        message_type: String,
+        data: Option<Value>,
+        reply: oneshot::Sender<Result<Value, ClientError>>,
+    },
+    Send {
+        message_type: String,
+        data: Option<Value>,
+    },
+    Subscribe {
+        id: u64,
+        object: GroupObject,
+        updates: mpsc::UnboundedSender<Value>,
+        reply: oneshot::Sender<Result<String, ClientError>>,
+    },
+    Unsubscribe {
+        key: u64,
+        group: String,
+    },
+    Incoming(mpsc::UnboundedSender<Value>),
+    Close,
+}
+
+impl Client {
+    /// Settings for a client of the endpoint at `url` (`ws://host:port/rohrpost/`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url.into())
+    }
+
+    fn new(
+        commands: mpsc::UnboundedSender<Command>,
+        state: watch::Receiver<ConnectionState>,
+        next_id: Arc<AtomicU64>,
+        call_timeout: Duration,
+    ) -> Self {
+        Client {
+            shared: Arc::new(Shared {
+                commands,
+                state,
+                next_id,
+                call_timeout,
+            }),
+        }
+    }
+
+    /// Connects with the default settings.
+    pub async fn connect(url: impl Into<String>) -> Result<Client, ClientError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Sends `{"id", "type", "data"}` and resolves with the reply's `data` (`null` when it
+    /// has none), or fails with its `error`, a timeout, or a dropped connection.
+    pub async fn call(
+        &self,
+        message_type: &str,
+        data: impl Serialize,
+    ) -> Result<Value, ClientError> {
+        let data = to_data(data)?;
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, replied) = oneshot::channel();
+        self.command(Command::Call {
+            id,
+            message_type: message_type.to_owned(),
+            data,
+            reply,
+        })?;
+        let timeout = self.shared.call_timeout;
+        match tokio::time::timeout(timeout, replied).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout(timeout)),
+        }
+    }
+
+    /// Like [`call`](Self::call), decoding the reply's `data` into `T`.
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        message_type: &str,
+        data: impl Serialize,
+    ) -> Result<T, ClientError> {
+        let value = self.call(message_type, data).await?;
+        serde_json::from_value(value).map_err(|e| ClientError::Decode {
+            what: "the reply's data",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends a message without waiting for a reply (dropped while reconnecting, like
+    /// rohrpost.js does).
+    pub fn send(&self, message_type: &str, data: impl Serialize) -> Result<(), ClientError> {
+        let data = to_data(data)?;
+        self.command(Command::Send {
+            message_type: message_type.to_owned(),
+            data,
+        })
+    }
+
+    /// Subscribes to `object`'s group; resolves with the subscription once the server
+    /// confirmed it (the group name is [`Subscription::group`]). Updates decode their
+    /// `object` into `T` (use `Value` to take them as they are).
+    pub async fn subscribe<T: DeserializeOwned>(
+        &self,
+        object: GroupObject,
+    ) -> Result<Subscription<T>, ClientError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (updates, received) = mpsc::unbounded_channel();
+        let (reply, replied) = oneshot::channel();
+        self.command(Command::Subscribe {
+            id,
+            object,
+            updates,
+            reply,
+        })?;
+        let timeout = self.shared.call_timeout;
+        let group = match tokio::time::timeout(timeout, replied).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(ClientError::Closed),
+            Err(_) => return Err(ClientError::Timeout(timeout)),
+        };
+        Ok(Subscription {
+            key: id,
+            group,
+            updates: received,
+            client: self.clone(),
+            kind: PhantomData,
+        })
+    }
+
+    /// Every message that is neither a reply to a call nor a subscription update (for
+    /// messages a server pushes on its own). Calling it again replaces the earlier stream.
+    pub fn incoming(&self) -> mpsc::UnboundedReceiver<Value> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let _ = self.command(Command::Incoming(sender));
+        receiver
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnectionState {
+        *self.shared.state.borrow()
+    }
+
+    /// A watch of the connection's state, to follow its changes.
+    pub fn state_changes(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.clone()
+    }
+
+    /// Closes the connection for good: waiting calls fail with [`ClientError::Closed`] and
+    /// subscriptions end.
+    pub async fn close(&self) {
+        let _ = self.command(Command::Close);
+        let mut state = self.shared.state.clone();
+        let _ = state.wait_for(|s| *s == ConnectionState::Closed).await;
+    }
+
+    fn command(&self, command: Command) -> Result<(), ClientError> {
+        self.shared
+            .commands
+            .send(command)
+            .map_err(|_| ClientError::Closed)
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_data(data: impl Serialize) -> Result<Option<Value>, ClientError> {
+    let value = serde_json::to_value(data).map_err(|e| ClientError::Encode {
+        reason: e.to_string(),
+    })?;
+    Ok((!value.is_null()).then_some(value))
+}
+
+/// `{"type": …, "id": …}`, for [`Client::subscribe`].
+pub fn group_object(object_type: &str, id: impl Serialize) -> GroupObject {
+    GroupObject {
+        object_type: object_type.to_owned(),
+        id: serde_json::to_value(id).unwrap_or(json!(null)),
+    }
+}
+
+#[cfg(all(test, not(feature = "client-tls")))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wss_without_the_tls_feature_fails_at_once_naming_the_feature() {
+        let refused = Client::connect("WSS://127.0.0.1:9/rohrpost/")
+            .await
+            .unwrap_err();
+        let ClientError::Connect { reason, .. } = refused else {
+            panic!("expected a connect error, got {refused:?}");
+        };
+        assert!(reason.contains("`client-tls`"), "{reason}");
+    }
+}

@@ -1,0 +1,109 @@
+//! One subscribed group's updates, decoded.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::{Client, ClientError, Command};
+use crate::notify::Change;
+
+/// One change pushed to a subscribed group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update<T> {
+    /// Created, updated or deleted.
+    pub change: Change,
+    /// The group it was sent to.
+    pub group: String,
+    /// The pushed object.
+    pub object: T,
+}
+
+/// The updates of one subscribed group, in order.
+pub struct Subscription<T> {
+    pub(super) key: u64,
+    pub(super) group: String,
+    pub(super) updates: mpsc::UnboundedReceiver<Value>,
+    pub(super) client: Client,
+    pub(super) kind: PhantomData<fn() -> T>,
+}
+
+/// A `subscription-update`'s `data`, as the server sends it.
+#[derive(Deserialize)]
+struct UpdateData<T> {
+    #[serde(rename = "type")]
+    change: Change,
+    group: String,
+    object: T,
+}
+
+impl<T: DeserializeOwned> Subscription<T> {
+    /// The group's name, as the server confirmed it.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The next update; `None` once the client is closed or the group unsubscribed.
+    pub async fn next(&mut self) -> Option<Result<Update<T>, ClientError>> {
+        let data = self.updates.recv().await?;
+        Some(decode_update(data))
+    }
+
+    /// Unsubscribes (when offline, the group is just forgotten). Dropping the
+    /// subscription does the same.
+    pub fn unsubscribe(self) {
+        drop(self);
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        let _ = self.client.command(Command::Unsubscribe {
+            key: self.key,
+            group: self.group.clone(),
+        });
+    }
+}
+
+fn decode_update<T: DeserializeOwned>(data: Value) -> Result<Update<T>, ClientError> {
+    let update: UpdateData<T> = serde_json::from_value(data).map_err(|e| ClientError::Decode {
+        what: "a subscription update",
+        reason: e.to_string(),
+    })?;
+    Ok(Update {
+        change: update.change,
+        group: update.group,
+        object: update.object,
+    })
+}
+
+impl<T> fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_update_decodes_its_change_group_and_object() {
+        let data = json!({"type": "update", "group": "todo-1", "object": {"id": 1}});
+        let update: Update<Value> = decode_update(data).unwrap();
+        assert_eq!(update.change, Change::Update);
+        assert_eq!(update.group, "todo-1");
+        assert_eq!(update.object, json!({"id": 1}));
+        let unknown = decode_update::<Value>(json!({"type": "moved", "group": "g", "object": 1}));
+        assert!(
+            matches!(unknown, Err(ClientError::Decode { .. })),
+            "{unknown:?}"
+        );
+    }
+}
