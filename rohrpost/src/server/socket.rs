@@ -107,17 +107,28 @@ pub(crate) async fn run<S: Transport>(
     connection.stop();
     connection.groups().leave_all(&connection);
     match sink.reunite(stream) {
-        Ok(mut socket) => {
-            close_socket(&mut socket, &connection, &shared, unsent).await;
-            if !matches!(end, End::Peer) {
-                linger(&mut socket, shared.config.close_timeout.min(LINGER)).await;
-            }
-        }
+        // Boxed: the closing steps hold the whole socket and their timers, which every idle
+        // connection's task would otherwise reserve room for all its life.
+        Ok(socket) => Box::pin(close(socket, &connection, &shared, unsent, &end)).await,
         Err(error) => {
             tracing::error!(connection = id, %error, "cannot reunite the socket's halves")
         }
     }
     tracing::debug!(connection = id, %peer, ?end, "connection closed");
+}
+
+/// Closes the socket, then (unless the client left) drains it for the client's close reply.
+async fn close<S: Transport>(
+    mut socket: WebSocketStream<S>,
+    connection: &Connection,
+    shared: &Shared,
+    unsent: Option<Item>,
+    end: &End,
+) {
+    close_socket(&mut socket, connection, shared, unsent).await;
+    if !matches!(end, End::Peer) {
+        linger(&mut socket, shared.config.close_timeout.min(LINGER)).await;
+    }
 }
 
 /// Counts the connection out when its task ends, however it ends.
