@@ -61,6 +61,7 @@ pub(crate) async fn serve(
                 token: "hunter2".into(),
                 database_url,
                 redis_url,
+                history_size: app::DEFAULT_HISTORY_SIZE,
             };
             let groups = config.groups().await.expect("group layer");
             let server = app::server(&config, groups).await.expect("todo server");

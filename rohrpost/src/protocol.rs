@@ -26,6 +26,16 @@
 //! | a subscription refused | `{"id", "type", "error": "ACCESS_DENIED"}` ([`ACCESS_DENIED`]) | stays |
 //! | binary frame | `{"error": "Binary frames are not supported: …"}` ([`BINARY_FRAME_ERROR`]) | stays |
 //!
+//! ## Extensions a client opts into
+//!
+//! An unmodified rohrpost.js client never sees them: they travel as extra keys, only to a
+//! client that sent `since` in its group object (see [`History`](crate::groups::History)).
+//!
+//! | request | reply |
+//! | --- | --- |
+//! | `subscribe` with `"since": null` | `{"group", "offset", "epoch"}` for a group with history; pushes to this subscriber carry `"offset"` and `"epoch"` beside `"data"` |
+//! | `subscribe` with `"since": {"offset", "epoch"}` | the missed pushes first, then `{"group", "offset", "epoch", "recovered": true}`; or nothing replayed and `"recovered": false` |
+//!
 //! ## Closes the server starts
 //!
 //! | code | reason | when |

@@ -5,6 +5,10 @@
 //! `{"id": 3, "type": "subscribe", "data": {"group": "todo-1"}}`, or
 //! `{"id": 3, "type": "subscribe", "error": "ACCESS_DENIED"}` when the authorization hook
 //! refuses. `unsubscribe` likewise, replying `{"id": 4, "type": "unsubscribe"}`.
+//!
+//! A group object may carry `since` (`null`, or `{"offset", "epoch"}`) to resume a group
+//! with history: see [`History`](crate::groups::History). Without it, the bytes are the
+//! original's.
 
 use std::fmt;
 use std::future::Future;
@@ -14,6 +18,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::groups::{Position, Since};
 use crate::{Connection, Data, Error, Handlers, Json, Request};
 
 /// What rohrpost.js subscribes to: `{"type": "todo", "id": 1}`, the group `"todo-1"`.
@@ -64,6 +69,15 @@ pub struct Attempt {
 }
 
 type Authorize = Arc<dyn Fn(Attempt) -> BoxFuture<'static, bool> + Send + Sync>;
+
+/// A `subscribe` request's data: the group object, and `since` if the client sent it.
+#[derive(Debug, Deserialize)]
+struct SubscribeData {
+    #[serde(flatten)]
+    object: GroupObject,
+    #[serde(default, deserialize_with = "Since::deserialize_present")]
+    since: Since,
+}
 
 /// The ready-made, opt-in `subscribe`/`unsubscribe` pair, with an authorization hook that
 /// decides whether a connection may join a group.
@@ -124,9 +138,12 @@ impl Subscriptions {
         Handlers::new()
             .handler(
                 "subscribe",
-                move |conn: Connection, request: Request, Data(object): Data<GroupObject>| {
+                move |conn: Connection, request: Request, Data(data): Data<SubscribeData>| {
                     let this = on_subscribe.clone();
-                    async move { this.subscribe(conn, request, object).await }
+                    async move {
+                        this.subscribe_since(conn, request, data.object, data.since)
+                            .await
+                    }
                 },
             )
             .handler(
@@ -145,11 +162,42 @@ impl Subscriptions {
         request: Request,
         object: GroupObject,
     ) -> Result<Json<Subscribed>, Error> {
+        self.subscribe_since(connection, request, object, Since::Absent)
+            .await
+    }
+
+    /// Checks the hook, then joins as a subscriber that asked for positions: what it missed
+    /// is queued before the reply, which carries the position (and, after a position,
+    /// whether it was recovered).
+    pub async fn subscribe_since(
+        &self,
+        connection: Connection,
+        request: Request,
+        object: GroupObject,
+        since: Since,
+    ) -> Result<Json<Subscribed>, Error> {
         let group = self
             .authorized(connection.clone(), &request, object, true)
             .await?;
-        connection.join(&group).await.map_err(Error::internal)?;
-        Ok(Json(Subscribed { group }))
+        if since == Since::Absent {
+            connection.join(&group).await.map_err(Error::internal)?;
+            return Ok(Json(Subscribed::to(group)));
+        }
+        let joined = connection
+            .groups()
+            .join_since(&group, &connection, &since)
+            .await
+            .map_err(Error::internal)?;
+        let (offset, epoch) = match joined.position {
+            Some(Position { offset, epoch }) => (Some(offset), Some(epoch)),
+            None => (None, None),
+        };
+        Ok(Json(Subscribed {
+            group,
+            offset,
+            epoch,
+            recovered: joined.recovered,
+        }))
     }
 
     /// Checks the hook, then leaves; replies without data.
@@ -195,9 +243,31 @@ impl fmt::Debug for Subscriptions {
     }
 }
 
-/// The `subscribe` reply's data: `{"group": "todo-1"}`.
+/// The `subscribe` reply's data: `{"group": "todo-1"}`, and for a subscriber that sent
+/// `since` the group's position and whether what it missed was recovered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscribed {
     /// The group joined.
     pub group: String,
+    /// The offset of the group's last push, when it keeps a history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The epoch of the group's stream, when it keeps a history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// Whether what the subscriber missed since its `since` position was replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+}
+
+impl Subscribed {
+    /// The reply of a subscriber that knows nothing of positions: `{"group": …}`.
+    pub fn to(group: String) -> Self {
+        Self {
+            group,
+            offset: None,
+            epoch: None,
+            recovered: None,
+        }
+    }
 }

@@ -36,6 +36,7 @@ async fn demo(dir: &tempfile::TempDir) -> (TestServer, Groups) {
             dir.path().join("todo.sqlite").display()
         ),
         redis_url: None,
+        history_size: app::DEFAULT_HISTORY_SIZE,
     };
     let groups = Groups::memory();
     let server = app::server(&config, groups.clone())

@@ -32,6 +32,7 @@ async fn start_demo(addr: SocketAddr, database: &str) -> Demo {
         token: "hunter2".into(),
         database_url: database.into(),
         redis_url: None,
+        history_size: app::DEFAULT_HISTORY_SIZE,
     };
     let (router, endpoint) = app::router(&config, Groups::memory()).await.expect("demo");
     let listener = TcpListener::bind(addr)

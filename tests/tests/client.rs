@@ -28,6 +28,7 @@ async fn todo_server_with(addr: &str, database: &str, groups: Groups) -> TestSer
         token: TOKEN.into(),
         database_url: database.into(),
         redis_url: None,
+        history_size: app::DEFAULT_HISTORY_SIZE,
     };
     let server = app::server(&config, groups).await.expect("demo starts");
     TestServer::run(server)
@@ -275,6 +276,9 @@ async fn a_server_restart_restores_subscriptions() {
     .await
     .expect("reconnected")
     .unwrap();
+    // The restarted server's stream is another: the subscription says that what happened
+    // meanwhile may be lost, then goes on.
+    expect_missed(&mut changes, "todo-1").await;
     let editor = client(&second.url).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     // The re-subscription may still be on its way: retry the change until it is heard.
@@ -413,6 +417,7 @@ async fn unsubscribe_while_offline_forgets_the_group() {
         .wait_for(|s| *s == ConnectionState::Connected)
         .await
         .unwrap();
+    expect_missed(&mut kept, "todo-2").await;
     let editor = client(&second.url).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     // todo 1, then todo 2; only todo 2's subscription was restored.
@@ -479,4 +484,21 @@ async fn two_subscriptions_to_one_group_each_get_updates_and_leave_alone() {
     drop(second);
     watcher.call("ping", ()).await.unwrap();
     assert_eq!(groups.member_count("todo-1"), 0);
+}
+
+/// The next item of a subscription is `Missed` for `group`.
+async fn expect_missed<T: serde::de::DeserializeOwned + std::fmt::Debug>(
+    subscription: &mut rohrpost::client::Subscription<T>,
+    group: &str,
+) {
+    let told = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("told in time")
+        .expect("the subscription goes on");
+    assert_eq!(
+        told.unwrap_err(),
+        rohrpost::client::ClientError::Missed {
+            group: group.into()
+        }
+    );
 }

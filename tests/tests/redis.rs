@@ -26,6 +26,7 @@ impl Node {
             token: TOKEN.into(),
             database_url: database_url.into(),
             redis_url: Some(redis.url()),
+            history_size: app::DEFAULT_HISTORY_SIZE,
         };
         let layer = RedisGroups::connect_with(
             &redis.url(),

@@ -35,6 +35,7 @@ impl Demo {
             token: TOKEN.into(),
             database_url: database_url.into(),
             redis_url: None,
+            history_size: app::DEFAULT_HISTORY_SIZE,
         };
         let groups = Groups::memory();
         let server = app::server(&config, groups.clone())

@@ -5,6 +5,7 @@
 //! the integration tests and the benchmarks, so that all of them serve exactly the same
 //! handlers.
 
+use rohrpost::groups::History;
 use rohrpost::notify::{Notify, Transaction};
 use rohrpost::prelude::*;
 use rohrpost::server::ServerError;
@@ -34,7 +35,17 @@ pub struct Config {
     /// groups live in this process only.
     #[arg(long, env = "ROHRPOST_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Pushes kept per todo (`todo-*`) and for the list (`todos-*`), for 5 minutes, so
+    /// that a page that reconnects gets what it missed; 0 keeps none. Not with Redis yet.
+    #[arg(long, env = "ROHRPOST_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
+    pub history_size: usize,
 }
+
+/// The pushes the demo keeps per group unless told otherwise.
+pub const DEFAULT_HISTORY_SIZE: usize = 100;
+
+/// How long the demo keeps a group's pushes after its last one.
+pub const HISTORY_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Config {
     /// The group layer the settings ask for: Redis when a URL is given, else in-process.
@@ -223,10 +234,23 @@ async fn builder(
     groups: Groups,
 ) -> Result<rohrpost::server::ServerBuilder, Box<dyn std::error::Error>> {
     let db = Db::connect(&config.database_url).await?;
-    Ok(Server::builder()
+    let builder = Server::builder()
         .handlers(handlers(&config.token))
         .groups(groups)
-        .state(db))
+        .state(db);
+    if config.history_size == 0 {
+        return Ok(builder);
+    }
+    if config.redis_url.is_some() {
+        tracing::warn!(
+            "history is kept in-process only for now: with Redis, pages that reconnect refetch"
+        );
+        return Ok(builder);
+    }
+    let history = History::groups(["todo-*", "todos-*"])
+        .size(config.history_size)
+        .ttl(HISTORY_TTL);
+    Ok(builder.history(history))
 }
 
 /// The demo as a standalone rohrpost server, bound and ready to serve.

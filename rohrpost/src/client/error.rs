@@ -41,6 +41,14 @@ pub enum ClientError {
         /// serde's reason.
         reason: String,
     },
+    /// A subscription may have missed updates while the connection was down and the server
+    /// could not replay them (its group keeps no history, or too much was missed): refetch
+    /// the state. Updates go on after it.
+    #[error("updates of {group} may have been missed while reconnecting: refetch")]
+    Missed {
+        /// The subscription's group.
+        group: String,
+    },
     /// The data given to send could not be turned into JSON (a map with non-string keys,
     /// say, or a `Serialize` impl that fails).
     #[error("cannot encode the data to send as JSON: {reason}")]

@@ -35,6 +35,9 @@
 //! - `wss://` with the `client-tls` feature (rustls, trusting the Mozilla roots of
 //!   webpki-roots; [`ClientBuilder::tls_config`] for a private CA or client certificates).
 //! - [`Client::state`] tells whether it is connected, reconnecting or closed.
+//! - Subscriptions resume: the client remembers the last position of each group with
+//!   history and re-subscribes from it (`since`), so the server replays what was missed;
+//!   when it cannot, [`Subscription::next`] yields [`ClientError::Missed`] once.
 
 mod builder;
 mod driver;
@@ -56,6 +59,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use self::builder::ClientBuilder;
 pub use self::error::ClientError;
+use self::subscription::Delivery;
 pub use self::subscription::{Subscription, Update};
 use crate::subscribe::GroupObject;
 
@@ -106,7 +110,7 @@ enum Command {
     Subscribe {
         id: u64,
         object: GroupObject,
-        updates: mpsc::UnboundedSender<Value>,
+        updates: mpsc::UnboundedSender<Delivery>,
         reply: oneshot::Sender<Result<String, ClientError>>,
     },
     Unsubscribe {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::subscription::Delivery;
 use super::{ClientError, Command};
+use crate::groups::Position;
 use crate::subscribe::GroupObject;
 
 /// The most commands kept while offline; more fail at once with `Disconnected`.
@@ -36,7 +38,7 @@ pub(super) enum Routed {
 #[derive(Debug)]
 struct PendingSubscribe {
     object: GroupObject,
-    updates: mpsc::UnboundedSender<Value>,
+    updates: mpsc::UnboundedSender<Delivery>,
     reply: oneshot::Sender<Result<String, ClientError>>,
 }
 
@@ -44,7 +46,10 @@ struct PendingSubscribe {
 #[derive(Debug)]
 struct Group {
     object: GroupObject,
-    subscribers: HashMap<u64, mpsc::UnboundedSender<Value>>,
+    subscribers: HashMap<u64, mpsc::UnboundedSender<Delivery>>,
+    /// The last position seen (reply or push), for groups with history: re-subscribing
+    /// sends it as `since`.
+    position: Option<Position>,
 }
 
 #[derive(Debug)]
@@ -125,7 +130,7 @@ impl Requests {
                 updates,
                 reply,
             } => {
-                let data = serde_json::to_value(&object).ok();
+                let data = with_since(&object, None);
                 let pending = PendingSubscribe {
                     object,
                     updates,
@@ -174,20 +179,23 @@ impl Requests {
     /// flowing meanwhile), then what waited: the subscribes that had no reply yet, and the
     /// calls and subscribes made while offline, less those their callers gave up.
     pub(super) fn reconnected(&mut self) -> (Vec<Outgoing>, Vec<Command>) {
-        let groups: Vec<(String, GroupObject)> = self
+        let groups: Vec<(String, Option<Value>)> = self
             .groups
             .iter()
-            .map(|(name, group)| (name.clone(), group.object.clone()))
+            .map(|(name, group)| {
+                let data = with_since(&group.object, group.position.as_ref());
+                (name.clone(), data)
+            })
             .collect();
         let resubscribes = groups
             .into_iter()
-            .map(|(name, object)| {
+            .map(|(name, data)| {
                 let id = self.own_id();
                 self.resubscribing.insert(id, name);
                 Outgoing {
                     id,
                     message_type: "subscribe".into(),
-                    data: serde_json::to_value(&object).ok(),
+                    data,
                 }
             })
             .collect();
@@ -253,8 +261,9 @@ impl Requests {
         let id = message.get("id").and_then(Value::as_u64);
         let message_type = message.get("type").and_then(Value::as_str);
         if message_type == Some("subscription-update") {
+            let position = position_in(&message);
             let data = message.remove("data").unwrap_or(Value::Null);
-            self.deliver(data);
+            self.deliver(data, position);
             return Routed::Handled;
         }
         if let Some(call) = id.and_then(|id| self.calls.remove(&id)) {
@@ -266,9 +275,12 @@ impl Requests {
             return Routed::Handled;
         }
         if let Some(group) = id.and_then(|id| self.resubscribing.remove(&id)) {
-            if let Err(error) = outcome(&mut message) {
-                tracing::warn!(%group, %error, "re-subscribing after a reconnection was refused; the group's subscriptions end");
-                self.groups.remove(&group);
+            match outcome(&mut message) {
+                Ok(data) => self.resubscribed(&group, &data),
+                Err(error) => {
+                    tracing::warn!(%group, %error, "re-subscribing after a reconnection was refused; the group's subscriptions end");
+                    self.groups.remove(&group);
+                }
             }
             return Routed::Handled;
         }
@@ -279,20 +291,39 @@ impl Requests {
     }
 
     /// Sends an update to the group's subscriptions, and to subscribes of that group still
-    /// waiting for their reply (the server joins before it replies).
-    fn deliver(&self, data: Value) {
+    /// waiting for their reply (the server joins before it replies); notes its position.
+    fn deliver(&mut self, data: Value, position: Option<Position>) {
         let group = data
             .get("group")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if let Some(members) = self.groups.get(group) {
+        if let Some(members) = self.groups.get_mut(group) {
+            if position.is_some() {
+                members.position = position;
+            }
             for updates in members.subscribers.values() {
-                let _ = updates.send(data.clone());
+                let _ = updates.send(Delivery::Update(data.clone()));
             }
         }
         for pending in self.pending_subscribes.values() {
             if pending.object.group_name() == group {
-                let _ = pending.updates.send(data.clone());
+                let _ = pending.updates.send(Delivery::Update(data.clone()));
+            }
+        }
+    }
+
+    /// A re-subscription after a reconnection was confirmed: unless the server says it
+    /// replayed what was missed, the subscriptions are told to refetch.
+    fn resubscribed(&mut self, group: &str, data: &Value) {
+        let Some(members) = self.groups.get_mut(group) else {
+            return;
+        };
+        if let Some(position) = data.as_object().and_then(position_in) {
+            members.position = Some(position);
+        }
+        if data.get("recovered") != Some(&Value::Bool(true)) {
+            for updates in members.subscribers.values() {
+                let _ = updates.send(Delivery::Missed);
             }
         }
     }
@@ -310,14 +341,16 @@ impl Requests {
                     .and_then(Value::as_str)
                     .map(str::to_owned)
                     .unwrap_or_else(|| pending.object.group_name());
-                self.groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group {
-                        object: pending.object,
-                        subscribers: HashMap::new(),
-                    })
-                    .subscribers
-                    .insert(key, pending.updates);
+                let position = data.as_object().and_then(position_in);
+                let entry = self.groups.entry(group.clone()).or_insert_with(|| Group {
+                    object: pending.object,
+                    subscribers: HashMap::new(),
+                    position: None,
+                });
+                if position.is_some() {
+                    entry.position = position;
+                }
+                entry.subscribers.insert(key, pending.updates);
                 let _ = pending.reply.send(Ok(group));
             }
             Err(error) => {
@@ -334,6 +367,25 @@ fn abandoned(command: &Command) -> bool {
         Command::Subscribe { reply, updates, .. } => reply.is_closed() && updates.is_closed(),
         _ => false,
     }
+}
+
+/// The group object as it is sent: with `since`, the last position seen or `null`, so that
+/// a group with history gives positions (a server without it ignores the key).
+fn with_since(object: &GroupObject, position: Option<&Position>) -> Option<Value> {
+    let mut value = serde_json::to_value(object).ok()?;
+    if let Value::Object(fields) = &mut value {
+        let since = position.and_then(|p| serde_json::to_value(p).ok());
+        fields.insert("since".into(), since.unwrap_or(Value::Null));
+    }
+    Some(value)
+}
+
+/// The `offset` and `epoch` keys of a push or a subscribe reply.
+fn position_in(fields: &Map<String, Value>) -> Option<Position> {
+    Some(Position {
+        offset: fields.get("offset")?.as_u64()?,
+        epoch: fields.get("epoch")?.as_str()?.to_owned(),
+    })
 }
 
 /// A reply's `data`, or its `error` as an error.
@@ -386,7 +438,7 @@ mod tests {
     fn subscribe(
         id: u64,
         object: GroupObject,
-    ) -> (Command, Reply<String>, mpsc::UnboundedReceiver<Value>) {
+    ) -> (Command, Reply<String>, mpsc::UnboundedReceiver<Delivery>) {
         let (reply, replied) = oneshot::channel();
         let (updates, received) = mpsc::unbounded_channel();
         let command = Command::Subscribe {
@@ -448,11 +500,17 @@ mod tests {
         let (command, mut replied, mut updates) = subscribe(5, todo(1));
         let sent = requests.outgoing(command).unwrap();
         assert_eq!(sent.message_type, "subscribe");
-        assert_eq!(sent.data, Some(json!({"type": "todo", "id": 1})));
+        assert_eq!(
+            sent.data,
+            Some(json!({"type": "todo", "id": 1, "since": null}))
+        );
         // The server joins before it replies: an update may come first.
         let update = json!({"id": 90, "type": "subscription-update", "data": {"type": "create", "group": "todo-1", "object": {"id": 1}}});
         requests.receive(message(update));
-        assert_eq!(updates.try_recv().unwrap()["type"], "create");
+        let Delivery::Update(first) = updates.try_recv().unwrap() else {
+            panic!("an update");
+        };
+        assert_eq!(first["type"], "create");
         let reply = json!({"id": 5, "type": "subscribe", "data": {"group": "todo-1"}});
         requests.receive(message(reply));
         assert_eq!(replied.try_recv().unwrap(), Ok("todo-1".to_owned()));
@@ -461,7 +519,10 @@ mod tests {
         let (resubscribes, waiting) = requests.reconnected();
         assert!(waiting.is_empty());
         assert_eq!(resubscribes.len(), 1);
-        assert_eq!(resubscribes[0].data, Some(json!({"type": "todo", "id": 1})));
+        assert_eq!(
+            resubscribes[0].data,
+            Some(json!({"type": "todo", "id": 1, "since": null}))
+        );
         let confirmed =
             json!({"id": resubscribes[0].id, "type": "subscribe", "data": {"group": "todo-1"}});
         assert_eq!(requests.receive(message(confirmed)), Routed::Handled);
@@ -475,6 +536,34 @@ mod tests {
             requests.reconnected().0.is_empty(),
             "nothing left to re-subscribe"
         );
+    }
+
+    #[test]
+    fn the_last_position_seen_is_resumed_and_an_unrecovered_gap_is_told() {
+        let mut requests = requests();
+        let (command, _replied, mut updates) = subscribe(5, todo(1));
+        requests.outgoing(command);
+        let reply = json!({"id": 5, "type": "subscribe", "data": {"group": "todo-1", "offset": 3, "epoch": "e"}});
+        requests.receive(message(reply));
+        let push = json!({"id": 80, "type": "subscription-update", "offset": 4, "epoch": "e", "data": {"type": "update", "group": "todo-1", "object": {"id": 1}}});
+        requests.receive(message(push));
+        assert!(matches!(updates.try_recv(), Ok(Delivery::Update(_))));
+        let (resubscribes, _) = requests.reconnected();
+        assert_eq!(
+            resubscribes[0].data,
+            Some(json!({"type": "todo", "id": 1, "since": {"offset": 4, "epoch": "e"}}))
+        );
+        let recovered = json!({"id": resubscribes[0].id, "type": "subscribe", "data": {"group": "todo-1", "offset": 6, "epoch": "e", "recovered": true}});
+        requests.receive(message(recovered));
+        assert!(updates.try_recv().is_err(), "nothing to tell");
+        let (resubscribes, _) = requests.reconnected();
+        assert_eq!(
+            resubscribes[0].data,
+            Some(json!({"type": "todo", "id": 1, "since": {"offset": 6, "epoch": "e"}}))
+        );
+        let lost = json!({"id": resubscribes[0].id, "type": "subscribe", "data": {"group": "todo-1", "offset": 0, "epoch": "f", "recovered": false}});
+        requests.receive(message(lost));
+        assert!(matches!(updates.try_recv(), Ok(Delivery::Missed)));
     }
 
     #[test]

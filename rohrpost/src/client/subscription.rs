@@ -9,6 +9,15 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{Client, ClientError, Command};
+
+/// What the driver hands a subscription.
+#[derive(Debug)]
+pub(super) enum Delivery {
+    /// A `subscription-update`'s `data`.
+    Update(Value),
+    /// After a reconnection the server could not replay what was missed.
+    Missed,
+}
 use crate::notify::Change;
 
 /// One change pushed to a subscribed group.
@@ -26,7 +35,7 @@ pub struct Update<T> {
 pub struct Subscription<T> {
     pub(super) key: u64,
     pub(super) group: String,
-    pub(super) updates: mpsc::UnboundedReceiver<Value>,
+    pub(super) updates: mpsc::UnboundedReceiver<Delivery>,
     pub(super) client: Client,
     pub(super) kind: PhantomData<fn() -> T>,
 }
@@ -47,9 +56,18 @@ impl<T: DeserializeOwned> Subscription<T> {
     }
 
     /// The next update; `None` once the client is closed or the group unsubscribed.
+    ///
+    /// After a reconnection the client re-subscribes from the last position it saw, and the
+    /// server replays what was missed for groups that keep a history. When it could not
+    /// (no history, or too much missed), this yields [`ClientError::Missed`] once: refetch
+    /// the state, then go on reading updates.
     pub async fn next(&mut self) -> Option<Result<Update<T>, ClientError>> {
-        let data = self.updates.recv().await?;
-        Some(decode_update(data))
+        match self.updates.recv().await? {
+            Delivery::Update(data) => Some(decode_update(data)),
+            Delivery::Missed => Some(Err(ClientError::Missed {
+                group: self.group.clone(),
+            })),
+        }
     }
 
     /// Unsubscribes (when offline, the group is just forgotten). Dropping the

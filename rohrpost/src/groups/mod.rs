@@ -8,6 +8,7 @@
 //! Groups go through a [`GroupLayer`]: the in-process [`MemoryGroups`] is the default;
 //! `RedisGroups` (the `redis` feature) spans several servers.
 
+mod history;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -27,6 +28,7 @@ use crate::Connection;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisGroups, RedisStatus, DEFAULT_CHANNEL_PREFIX, DEFAULT_REDIS_TIMEOUT};
+pub use history::{History, Joined, Position, Since, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL};
 pub use memory::MemoryGroups;
 
 /// Why a group operation failed.
@@ -152,6 +154,40 @@ impl Push {
     pub(crate) fn class(&self) -> &Class {
         &self.class
     }
+
+    /// The same push with another frame (its positioned form).
+    pub(crate) fn with_frame(&self, frame: Utf8Bytes) -> Self {
+        Self {
+            frame,
+            policy: self.policy.clone(),
+            class: self.class.clone(),
+        }
+    }
+
+    /// A push replayed from a group's history to one subscriber.
+    pub(crate) fn replayed(frame: Utf8Bytes) -> Self {
+        Self {
+            frame,
+            policy: Policy::Disconnect,
+            class: Class::Plain,
+        }
+    }
+}
+
+/// A number that differs between processes, between calls, and between layers of one
+/// process (node ids, stream epochs): the standard library's random hasher keys over the
+/// time and the process id. Not for secrets.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 /// Counts of a group layer's local bookkeeping, for metrics and leak checks.
@@ -240,6 +276,42 @@ pub trait GroupLayer: Send + Sync + 'static {
 
     /// The layer's bookkeeping counts.
     fn stats(&self) -> GroupStats;
+
+    /// Keeps the pushes of the groups `history` names, for subscribers that come back
+    /// ([`History`]). A layer that cannot keep history says so (the default).
+    fn configure_history(&self, history: History) -> Result<(), GroupError> {
+        let _ = history;
+        Err(GroupError::Backend(
+            "this group layer keeps no history of its pushes".into(),
+        ))
+    }
+
+    /// Adds `connection` to `group` as a subscriber that asked for positions (`since`),
+    /// queuing what it missed when that can be told. The default joins and recovers
+    /// nothing.
+    fn join_since<'a>(
+        &'a self,
+        group: &'a str,
+        connection: &'a Connection,
+        since: &'a Since,
+    ) -> BoxFuture<'a, Result<Joined, GroupError>> {
+        Box::pin(async move {
+            self.join(group, connection).await?;
+            Ok(Joined {
+                position: None,
+                recovered: matches!(since, Since::After(_)).then_some(false),
+            })
+        })
+    }
+
+    /// The position of `group`'s stream, when it keeps a history (the default: none).
+    fn position<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Position>, GroupError>> {
+        let _ = group;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A cheap, cloneable handle to the server's groups, usable from anywhere in the process.
@@ -340,6 +412,41 @@ impl Groups {
             return Err(GroupError::Closed);
         }
         Ok(())
+    }
+
+    /// Adds `connection` to `group` as a subscriber that asked for positions: what it
+    /// missed since `since` is queued first when the group's history still holds it (see
+    /// [`History`]).
+    pub async fn join_since(
+        &self,
+        group: &str,
+        connection: &Connection,
+        since: &Since,
+    ) -> Result<Joined, GroupError> {
+        if group.is_empty() {
+            return Err(GroupError::EmptyName);
+        }
+        if connection.is_closed() {
+            return Err(GroupError::Closed);
+        }
+        let joined = self.layer.join_since(group, connection, since).await?;
+        if connection.is_closed() {
+            self.layer.leave_all(connection);
+            return Err(GroupError::Closed);
+        }
+        Ok(joined)
+    }
+
+    /// The position of `group`'s stream now, when it keeps a history: a handler that
+    /// returns rows with the position they reflect lets a client refetch consistently
+    /// with the pushes after it.
+    pub async fn position(&self, group: &str) -> Result<Option<Position>, GroupError> {
+        self.layer.position(group).await
+    }
+
+    /// Keeps the history `history` names on this handle's layer.
+    pub(crate) fn configure_history(&self, history: History) -> Result<(), GroupError> {
+        self.layer.configure_history(history)
     }
 
     /// Removes `connection` from `group`; returns whether it was a member.

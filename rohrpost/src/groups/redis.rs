@@ -114,7 +114,7 @@ impl RedisGroups {
             .await
             .map_err(backend)?;
         let local = Arc::new(MemoryGroups::new());
-        let node = format!("{:016x}:", rand_node_id());
+        let node = format!("{:016x}:", super::random_u64());
         let (commands, requests) = mpsc::unbounded_channel();
         let (report, status) = watch::channel(RedisStatus::default());
         let subscriber = Subscriber {
@@ -311,20 +311,6 @@ fn decode_policy(payload: &[u8]) -> Option<(Policy, &[u8])> {
         }
         _ => None,
     }
-}
-
-/// A node id that differs between processes and between layers of one process.
-fn rand_node_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish()
 }
 
 /// The task that owns the subscription connection.

@@ -27,6 +27,7 @@ use self::config::Config;
 use self::connections::Connections;
 
 use crate::dispatch::Dispatcher;
+use crate::groups::History;
 use crate::handshake::{Accept, AuthHook, Handshake, Refusal};
 use crate::type_map::TypeMap;
 use crate::{Groups, Handlers};
@@ -124,6 +125,7 @@ pub struct ServerBuilder {
     config: Config,
     handlers: Option<Handlers>,
     groups: Option<Groups>,
+    history: Option<History>,
     state: TypeMap,
     authenticate: Option<AuthHook>,
 }
@@ -157,6 +159,28 @@ impl ServerBuilder {
     /// groups from outside handlers. Default: a fresh [`Groups::memory`].
     pub fn groups(mut self, groups: Groups) -> Self {
         self.groups = Some(groups);
+        self
+    }
+
+    /// Keeps the pushes of the groups `history` names, so that a client that reconnects
+    /// with `since` gets exactly what it missed (see [`History`]). The group layer must
+    /// keep history ([`MemoryGroups`](crate::groups::MemoryGroups) does); `bind` fails
+    /// otherwise.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use rohrpost::groups::History;
+    /// use rohrpost::Server;
+    ///
+    /// # async fn start() -> Result<(), rohrpost::server::ServerError> {
+    /// let server = Server::builder()
+    ///     .history(History::groups(["todo-*"]).size(100).ttl(Duration::from_secs(300)))
+    ///     .bind("127.0.0.1:8000")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn history(mut self, history: History) -> Self {
+        self.history = Some(history);
         self
     }
 
@@ -361,6 +385,12 @@ impl ServerBuilder {
         self.config.validate()?;
         let handlers = self.handlers.unwrap_or_else(Handlers::collect);
         handlers.check()?;
+        let groups = self.groups.unwrap_or_default();
+        if let Some(history) = self.history {
+            groups
+                .configure_history(history)
+                .map_err(|error| ServerError::InvalidConfig(format!("history: {error}")))?;
+        }
         let metrics = Metrics::default();
         Ok(Arc::new(Shared {
             dispatcher: Dispatcher::new(
@@ -371,7 +401,7 @@ impl ServerBuilder {
             ),
             metrics,
             authenticate: self.authenticate,
-            groups: self.groups.unwrap_or_default(),
+            groups,
             websocket: self.config.websocket(),
             connections: Connections::default(),
             config: self.config,
