@@ -48,6 +48,25 @@ try {
     null, within);
   console.log("B sees the rename");
 
+  // B's connection drops while A edits: B shows the changes once it is back, replayed by
+  // the server from B's last position, without a reload and without fetching the list.
+  const fetchesBefore = await b.evaluate(() => window.rohrpostDemo.listFetches());
+  await b.evaluate(() => window.rohrpostDemo.drop());
+  await b.waitForSelector("#status.reconnecting", within);
+  await row.locator("input.title").fill("soy milk");
+  await row.locator("button.rename").click();
+  await a.fill("#new-title", "eggs");
+  await a.click("#add");
+  for (const title of ["soy milk", "eggs"]) {
+    await b.waitForFunction(
+      (title) => [...document.querySelectorAll("li input.title")].some((i) => i.value === title),
+      title, { timeout: 5000 });
+  }
+  await b.waitForSelector("#status.connected", within);
+  const fetchesAfter = await b.evaluate(() => window.rohrpostDemo.listFetches());
+  if (fetchesAfter !== fetchesBefore) await fail(`B fetched the list again (${fetchesBefore} -> ${fetchesAfter})`);
+  console.log("B resumed and shows what it missed without refetching");
+
   // The server restarts; both pages notice, reconnect and resubscribe.
   console.log("RESTART");
   const answer = await lines.next();
