@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode, Uri};
@@ -40,9 +41,25 @@ pub struct Handshake {
     pub(crate) uri: Uri,
     pub(crate) headers: HeaderMap,
     pub(crate) peer: SocketAddr,
+    /// Set when the hook reads a cookie: with any origin allowed, that deserves a warning.
+    pub(crate) cookies_read: Arc<AtomicBool>,
 }
 
 impl Handshake {
+    pub(crate) fn new(uri: Uri, headers: HeaderMap, peer: SocketAddr) -> Self {
+        Self {
+            uri,
+            headers,
+            peer,
+            cookies_read: Arc::default(),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests(uri: Uri, headers: HeaderMap) -> Self {
+        Self::new(uri, headers, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
     /// The request's URI (path and query).
     pub fn uri(&self) -> &Uri {
         &self.uri
@@ -73,6 +90,7 @@ impl Handshake {
 
     /// A cookie's value, from the `Cookie` headers.
     pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies_read.store(true, Ordering::Relaxed);
         self.headers
             .get_all("cookie")
             .iter()

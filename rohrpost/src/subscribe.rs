@@ -117,11 +117,16 @@ impl Subscriptions {
         }
     }
 
-    /// Subscriptions allowed for requests whose `auth_jwt` is exactly `token`.
+    /// Subscriptions allowed for requests whose `auth_jwt` is exactly `token`, compared in
+    /// constant time (the time a comparison takes tells nothing of how much of a guess was
+    /// right).
     pub fn token(token: impl Into<String>) -> Self {
         let token: Arc<str> = Arc::from(token.into());
         Self::new(move |attempt| {
-            let allowed = attempt.token.as_deref() == Some(&*token);
+            let allowed = attempt
+                .token
+                .as_deref()
+                .is_some_and(|given| secrets_equal(given, &token));
             async move { allowed }
         })
     }
@@ -269,5 +274,24 @@ impl Subscribed {
             epoch: None,
             recovered: None,
         }
+    }
+}
+
+/// Whether two secrets are equal, in time that depends on their lengths only.
+pub(crate) fn secrets_equal(given: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_equal_only_when_every_byte_is() {
+        assert!(secrets_equal("hunter2", "hunter2"));
+        assert!(!secrets_equal("hunter3", "hunter2"));
+        assert!(!secrets_equal("hunter", "hunter2"));
+        assert!(!secrets_equal("", "hunter2"));
     }
 }

@@ -122,11 +122,11 @@ impl Endpoint {
         let open = metrics.open_connection();
         let open_guard = socket::OpenConnection(metrics.clone());
         let over_capacity = open > self.shared.config.max_connections as u64;
-        let handshake = Handshake {
-            uri: request.uri().clone(),
-            headers: std::mem::take(request.headers_mut()),
+        let handshake = Handshake::new(
+            request.uri().clone(),
+            std::mem::take(request.headers_mut()),
             peer,
-        };
+        );
         let accepted = match upgrade::check_request(&self.shared, handshake, over_capacity).await {
             Ok(accepted) => accepted,
             Err(Refusal { status, reason }) => return (status, reason).into_response(),

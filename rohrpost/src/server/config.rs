@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::origin::{ForwardedHost, OriginPattern, OriginPolicy};
+
 use super::{
     RateLimit, ServerError, DEFAULT_CLOSE_TIMEOUT, DEFAULT_HANDLER_TIMEOUT,
     DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE,
@@ -26,7 +28,10 @@ pub(crate) struct Config {
     pub(crate) close_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) max_connections: usize,
-    pub(crate) allowed_origins: Option<Vec<String>>,
+    /// Origins allowed besides the server's own, as given.
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) any_origin: bool,
+    pub(crate) forwarded_host: Option<ForwardedHost>,
     pub(crate) handler_timeout: Duration,
     pub(crate) handlers_per_connection: usize,
     pub(crate) rate_limit: Option<RateLimit>,
@@ -46,7 +51,9 @@ impl Default for Config {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            allowed_origins: None,
+            allowed_origins: Vec::new(),
+            any_origin: false,
+            forwarded_host: None,
             handler_timeout: DEFAULT_HANDLER_TIMEOUT,
             handlers_per_connection: 1,
             rate_limit: None,
@@ -94,6 +101,27 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The origin check the settings ask for; an allowed origin that is not
+    /// `scheme://host[:port]` or `scheme://*.domain[:port]` is an error.
+    pub(crate) fn origin_policy(&self) -> Result<OriginPolicy, ServerError> {
+        let allowed = self
+            .allowed_origins
+            .iter()
+            .map(|origin| {
+                OriginPattern::parse(origin).ok_or_else(|| {
+                    ServerError::InvalidConfig(format!(
+                        "allowed origin {origin:?} is not scheme://host[:port] or scheme://*.domain[:port] (http, https, ws or wss)"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(OriginPolicy {
+            any: self.any_origin,
+            allowed,
+            forwarded_host: self.forwarded_host,
+        })
     }
 
     /// tungstenite's settings for a connection.

@@ -5,11 +5,13 @@ mod axum;
 mod config;
 mod connections;
 mod join;
+mod origin;
 mod socket;
 mod upgrade;
 
 #[cfg(feature = "axum")]
 pub use self::axum::Endpoint;
+pub use self::origin::ForwardedHost;
 pub use crate::metrics::{Metrics, MetricsSnapshot};
 pub use crate::registry::DuplicateHandler;
 
@@ -98,7 +100,7 @@ pub enum ServerError {
 /// | [`shutdown_timeout`](Self::shutdown_timeout) | 10 s | handlers still running then are dropped |
 /// | [`close_timeout`](Self::close_timeout) | 5 s | socket dropped without a close handshake (10 s for a client the server cut off, which gets its queued messages and then the close code and reason) |
 /// | [`max_connections`](Self::max_connections) | 100,000 | HTTP 503 at the handshake |
-/// | [`allowed_origins`](Self::allowed_origins) | any | HTTP 403 at the handshake |
+/// | [`allowed_origins`](Self::allowed_origins) | the server's own origin | HTTP 403 at the handshake for a browser page of another origin |
 /// | [`authenticate`](Self::authenticate) | none | HTTP 401/403 (or 503) at the handshake |
 /// | [`handler_timeout`](Self::handler_timeout) | 30 s | error reply `"Handler timed out."` |
 /// | [`handlers_per_connection`](Self::handlers_per_connection) | 1 | reading pauses while that many handlers of the connection run |
@@ -264,15 +266,51 @@ impl ServerBuilder {
         self
     }
 
-    /// Accepts handshakes only from these origins (`https://app.example`), refusing others
-    /// with HTTP 403: the defense against cross-site WebSocket hijacking. Requests without an
-    /// `Origin` header (not from a browser) are accepted. Default: any origin.
+    /// Accepts handshakes from browser pages of these origins too, besides the server's
+    /// own: exact (`https://app.example`, `http://localhost:3000`) or every subdomain of a
+    /// domain (`https://*.example.com`, not `example.com` itself). Pages of other origins
+    /// are refused with HTTP 403: the defense against cross-site WebSocket hijacking, where
+    /// another site's page opens a socket that carries the user's cookies. Handshakes
+    /// without an `Origin` header (programs, not browsers) are accepted. By default only the
+    /// server's own origin passes: the `Origin`'s host and port must be the request's `Host`
+    /// (see [`forwarded_host`](Self::forwarded_host) behind a proxy that rewrites it). A
+    /// pattern that is not an origin makes `bind` fail.
+    ///
+    /// ```
+    /// let builder = rohrpost::Server::builder()
+    ///     .allowed_origins(["https://app.example", "https://*.app.example"]);
+    /// ```
     pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.config.allowed_origins = Some(origins.into_iter().map(Into::into).collect());
+        self.config
+            .allowed_origins
+            .extend(origins.into_iter().map(Into::into));
+        self
+    }
+
+    /// Accepts handshakes from pages of any origin: the explicit opt-out of the origin
+    /// check, for an endpoint that authenticates by tokens the page sends itself, never by
+    /// cookies. A warning is logged when an [`authenticate`](Self::authenticate) hook reads
+    /// a cookie meanwhile.
+    pub fn allow_any_origin(mut self) -> Self {
+        self.config.any_origin = true;
+        self
+    }
+
+    /// Behind a proxy that rewrites `Host`, the header that carries the public host the
+    /// origin check compares with (off by default: the headers are trusted only when you
+    /// say that the proxy sets them).
+    ///
+    /// ```
+    /// use rohrpost::server::ForwardedHost;
+    ///
+    /// let builder = rohrpost::Server::builder().forwarded_host(ForwardedHost::XForwardedHost);
+    /// ```
+    pub fn forwarded_host(mut self, header: ForwardedHost) -> Self {
+        self.config.forwarded_host = Some(header);
         self
     }
 
@@ -383,6 +421,7 @@ impl ServerBuilder {
     /// Checks the settings and the handlers; what every connection of the server shares.
     fn build(self) -> Result<Arc<Shared>, ServerError> {
         self.config.validate()?;
+        let origins = self.config.origin_policy()?;
         let handlers = self.handlers.unwrap_or_else(Handlers::collect);
         handlers.check()?;
         let groups = self.groups.unwrap_or_default();
@@ -404,6 +443,7 @@ impl ServerBuilder {
             groups,
             websocket: self.config.websocket(),
             connections: Connections::default(),
+            origins,
             config: self.config,
         }))
     }
@@ -438,6 +478,7 @@ pub struct Server {
 #[derive(Debug)]
 struct Shared {
     config: Config,
+    origins: origin::OriginPolicy,
     connections: Connections,
     dispatcher: Dispatcher,
     metrics: Metrics,

@@ -39,15 +39,15 @@ pub(crate) async fn check_request(
             protocol::TOO_MANY_CONNECTIONS.into(),
         );
     }
-    if let (Some(allowed), Some(origin)) = (&shared.config.allowed_origins, handshake.origin()) {
-        if !allowed.iter().any(|a| a == origin) {
-            return refuse(
-                Counter::RefusedOrigin,
-                StatusCode::FORBIDDEN,
-                protocol::origin_not_allowed(origin),
-            );
-        }
+    if !shared.origins.allows(&handshake) {
+        let origin = handshake.origin().unwrap_or_default();
+        return refuse(
+            Counter::RefusedOrigin,
+            StatusCode::FORBIDDEN,
+            protocol::origin_not_allowed(origin),
+        );
     }
+    let cookies_read = handshake.cookies_read.clone();
     let Some(authenticate) = &shared.authenticate else {
         return Ok(Accept::new());
     };
@@ -71,6 +71,9 @@ pub(crate) async fn check_request(
             );
         }
     };
+    if shared.origins.any && cookies_read.load(std::sync::atomic::Ordering::Relaxed) {
+        warn_cookies_with_any_origin();
+    }
     if shared.connections.shutting_down() {
         return Err(Refusal::new(StatusCode::SERVICE_UNAVAILABLE, SHUTTING_DOWN));
     }
@@ -108,11 +111,7 @@ pub(super) async fn handshake(
         return Err(answer_refusal(stream, refused).await);
     }
     let (parts, ()) = request.into_parts();
-    let handshake = Handshake {
-        uri: parts.uri,
-        headers: parts.headers,
-        peer,
-    };
+    let handshake = Handshake::new(parts.uri, parts.headers, peer);
     let accepted = match check_request(shared, handshake, over_capacity).await {
         Ok(accepted) => accepted,
         Err(refused) => return Err(answer_refusal(stream, refused).await),
@@ -211,4 +210,15 @@ async fn answer_refusal(mut stream: TcpStream, refused: Refusal) -> String {
     };
     let _ = tokio::time::timeout(LINGER, send).await;
     format!("{}: {reason}", refused.status)
+}
+
+/// Warns, once per process, that an authentication hook reads cookies while any origin may
+/// open a socket: any site the user visits could then act with the user's session.
+fn warn_cookies_with_any_origin() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "the authentication hook reads cookies and allow_any_origin() is set: any web page the user visits can open a socket with the user's session (cross-site WebSocket hijacking); list the origins instead"
+        );
+    });
 }
