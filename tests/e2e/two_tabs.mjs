@@ -26,6 +26,7 @@ try {
   const [a, b] = [await context.newPage(), await context.newPage()];
   for (const page of [a, b]) {
     page.on("pageerror", (error) => console.error("page error:", error.message));
+    page.on("console", (message) => { if (message.type() === "error") console.error("console:", message.text()); });
     await page.goto(url);
     await page.waitForSelector("#status.connected", { timeout: 5000 });
   }
@@ -50,6 +51,11 @@ try {
 
   // B's connection drops while A edits: B shows the changes once it is back, replayed by
   // the server from B's last position, without a reload and without fetching the list.
+  // A's own push of the rename must have arrived first: it would set A's input back.
+  // (Polled by time: a background tab gets no animation frames.)
+  await a.waitForFunction(
+    () => (window.rohrpostDemo.positions()["todo-1"]?.offset ?? 0) >= 2, null,
+    { timeout: 2000, polling: 50 });
   const fetchesBefore = await b.evaluate(() => window.rohrpostDemo.listFetches());
   await b.evaluate(() => window.rohrpostDemo.drop());
   await b.waitForSelector("#status.reconnecting", within);
@@ -58,9 +64,19 @@ try {
   await a.fill("#new-title", "eggs");
   await a.click("#add");
   for (const title of ["soy milk", "eggs"]) {
-    await b.waitForFunction(
-      (title) => [...document.querySelectorAll("li input.title")].some((i) => i.value === title),
-      title, { timeout: 5000 });
+    try {
+      await b.waitForFunction(
+        (title) => [...document.querySelectorAll("li input.title")].some((i) => i.value === title),
+        title, { timeout: 5000 });
+    } catch (error) {
+      const seen = await b.evaluate(() => ({
+        status: document.getElementById("status").textContent,
+        titles: [...document.querySelectorAll("li input.title")].map((i) => i.value),
+        fetches: window.rohrpostDemo.listFetches(),
+        positions: window.rohrpostDemo.positions(),
+      }));
+      await fail(`B does not show ${title} after its reconnection: ${JSON.stringify(seen)}`);
+    }
   }
   await b.waitForSelector("#status.connected", within);
   const fetchesAfter = await b.evaluate(() => window.rohrpostDemo.listFetches());
