@@ -392,3 +392,29 @@ async fn the_rust_client_says_so_when_what_it_missed_cannot_be_replayed() {
         .unwrap();
     assert_eq!(after.object, json!({"n": 2}), "updates go on after it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_with_positions_lets_no_change_slip_past_the_refetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = demo(&sqlite(&dir)).await;
+    let mut editor = server.client().await;
+    editor
+        .call(json!({"id": 1, "type": "todo.create", "data": {"title": "milk"}}))
+        .await;
+    let mut page = server.client().await;
+    let snapshot = page.call(json!({"id": 1, "type": "todo.snapshot"})).await["data"].clone();
+    assert_eq!(snapshot["todos"], json!([{"id": 1, "title": "milk"}]));
+    let position = snapshot["positions"]["todo-1"].clone();
+    assert_eq!(position["offset"], 1);
+    assert_eq!(snapshot["positions"]["todos-all"]["offset"], 1);
+    // A change between the fetch and the subscription...
+    editor
+        .call(json!({"id": 2, "type": "todo.update", "data": {"id": 1, "title": "oat milk"}}))
+        .await;
+    // ...is replayed by subscribing from the snapshot's position.
+    page.send_json(subscribe(2, position)).await;
+    let replayed = page.recv_json().await;
+    assert_eq!(replayed["data"]["object"]["title"], "oat milk");
+    assert_eq!(replayed["offset"], 2);
+    assert_eq!(page.recv_json().await["data"]["recovered"], true);
+}

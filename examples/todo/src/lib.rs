@@ -216,6 +216,43 @@ async fn list(db: State<Db>) -> Result<Json<Vec<Todo>>, Error> {
     Ok(Json(todos))
 }
 
+/// Every todo with the positions its rows reflect: `{"todos": [...], "positions": {group:
+/// {offset, epoch}}}` for the list group and each todo's group (groups without history are
+/// left out). The positions are read before the rows, so subscribing with them as `since`
+/// replays every change the rows may miss (and perhaps some they already show, which are
+/// safe to apply again): a refetch that no change can slip past.
+#[rohrpost_handler("todo.snapshot")]
+async fn snapshot(db: State<Db>, groups: Groups) -> Result<Json<Snapshot>, Error> {
+    let ids: Vec<i64> = sqlx::query("SELECT id FROM todos")
+        .fetch_all(db.pool())
+        .await?
+        .iter()
+        .map(|row| row.try_get("id"))
+        .collect::<Result<_, _>>()?;
+    let mut positions = std::collections::BTreeMap::new();
+    for group in
+        std::iter::once(LIST_GROUP.to_owned()).chain(ids.iter().map(|id| format!("todo-{id}")))
+    {
+        if let Some(position) = groups.position(&group).await.map_err(Error::internal)? {
+            positions.insert(group, position);
+        }
+    }
+    let rows = sqlx::query("SELECT id, title FROM todos ORDER BY id")
+        .fetch_all(db.pool())
+        .await?;
+    let todos = rows.iter().map(Todo::from_row).collect::<Result<_, _>>()?;
+    Ok(Json(Snapshot { todos, positions }))
+}
+
+/// `todo.snapshot`'s reply.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    /// Every todo, oldest first.
+    pub todos: Vec<Todo>,
+    /// The position of each group the rows reflect.
+    pub positions: std::collections::BTreeMap<String, rohrpost::groups::Position>,
+}
+
 /// `echo` → the same data.
 #[rohrpost_handler("echo")]
 async fn echo(req: Request) -> Option<Value> {
