@@ -149,7 +149,9 @@ impl Client {
     }
 
     /// Sends `{"id", "type", "data"}` and resolves with the reply's `data` (`null` when it
-    /// has none), or fails with its `error`, a timeout, or a dropped connection.
+    /// has none), or fails with its `error`, a timeout, or a dropped connection. The reply is
+    /// the message with the call's id and type (`pong` for `ping`), as rohrpost servers
+    /// send it: a push that happens to carry the same id is not taken for it.
     pub async fn call(
         &self,
         message_type: &str,

@@ -34,6 +34,14 @@ pub(super) enum Routed {
     Other(Value),
 }
 
+/// A call that waits for its reply: the reply has its id *and* its type, so that a push
+/// that happens to carry the same id (a server's own message numbering) is not taken for it.
+#[derive(Debug)]
+struct PendingCall {
+    message_type: String,
+    reply: oneshot::Sender<Result<Value, ClientError>>,
+}
+
 /// A subscribe request that waits for its reply.
 #[derive(Debug)]
 struct PendingSubscribe {
@@ -54,7 +62,7 @@ struct Group {
 
 #[derive(Debug)]
 pub(super) struct Requests {
-    calls: HashMap<u64, oneshot::Sender<Result<Value, ClientError>>>,
+    calls: HashMap<u64, PendingCall>,
     /// Confirmed groups: re-subscribed after every reconnection, and receiving updates
     /// meanwhile.
     groups: HashMap<String, Group>,
@@ -112,7 +120,11 @@ impl Requests {
                 data,
                 reply,
             } => {
-                self.calls.insert(id, reply);
+                let call = PendingCall {
+                    message_type: message_type.clone(),
+                    reply,
+                };
+                self.calls.insert(id, call);
                 Some(Outgoing {
                     id,
                     message_type,
@@ -222,7 +234,7 @@ impl Requests {
     /// repeatable); subscriptions stay, to be re-subscribed.
     pub(super) fn connection_lost(&mut self) {
         for (_, call) in self.calls.drain() {
-            let _ = call.send(Err(ClientError::Disconnected));
+            let _ = call.reply.send(Err(ClientError::Disconnected));
         }
         self.resubscribing.clear();
     }
@@ -230,7 +242,7 @@ impl Requests {
     /// The client closed: everything waiting fails with `Closed`, subscriptions end.
     pub(super) fn shut_down(&mut self) {
         for (_, call) in self.calls.drain() {
-            let _ = call.send(Err(ClientError::Closed));
+            let _ = call.reply.send(Err(ClientError::Closed));
         }
         for (_, pending) in self.pending_subscribes.drain() {
             let _ = pending.reply.send(Err(ClientError::Closed));
@@ -251,7 +263,7 @@ impl Requests {
 
     /// Forgets what nobody waits for any more: calls and subscribes whose caller gave up.
     pub(super) fn sweep(&mut self) {
-        self.calls.retain(|_, call| !call.is_closed());
+        self.calls.retain(|_, call| !call.reply.is_closed());
         self.pending_subscribes
             .retain(|_, pending| !pending.reply.is_closed() || !pending.updates.is_closed());
     }
@@ -266,8 +278,17 @@ impl Requests {
             self.deliver(data, position);
             return Routed::Handled;
         }
-        if let Some(call) = id.and_then(|id| self.calls.remove(&id)) {
-            let _ = call.send(outcome(&mut message));
+        // A reply carries its request's type (`pong` for `ping`); one without a type (a
+        // malformed request's error) is taken as the reply too.
+        let answers = |call: &PendingCall| {
+            message_type.map_or(true, |t| {
+                t == call.message_type || (t == "pong" && call.message_type == "ping")
+            })
+        };
+        if let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(answers)) {
+            if let Some(call) = self.calls.remove(&id) {
+                let _ = call.reply.send(outcome(&mut message));
+            }
             return Routed::Handled;
         }
         if let Some((id, pending)) = id.and_then(|id| self.pending_subscribes.remove_entry(&id)) {
@@ -486,6 +507,15 @@ mod tests {
                 data: Some(json!(7))
             })
         );
+        // A push that happens to carry a waiting call's id is not its reply.
+        let (third, mut third_reply) = call(3);
+        requests.outgoing(third);
+        let push = json!({"id": 3, "type": "shout", "data": "hello"});
+        assert_eq!(requests.receive(message(push.clone())), Routed::Other(push));
+        assert!(third_reply.try_recv().is_err(), "still waiting");
+        let reply = json!({"id": 3, "type": "echo", "data": 3});
+        requests.receive(message(reply));
+        assert_eq!(third_reply.try_recv().unwrap(), Ok(json!(3)));
         // A reply for nobody is somebody else's business.
         let stray = json!({"id": 1, "type": "echo", "data": "again"});
         assert_eq!(
