@@ -1,4 +1,4 @@
-//! The load generators: round trips, idle connections, and fan-out.
+//! The load generators: round trips, idle connections, fan-out, and a mass reconnection.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -290,4 +290,102 @@ async fn call(socket: &mut Socket, request: Value) -> Value {
             other => panic!("no reply: {other:?}"),
         }
     }
+}
+
+/// What one mass reconnection measured.
+pub(crate) struct ResumeResult {
+    /// From the first reconnection to the last client being current.
+    pub elapsed: Duration,
+    /// Per client, from its reconnection to being current, in microseconds.
+    pub current: Histogram<u64>,
+    /// Clients whose missed updates were replayed (the rest refetched the list).
+    pub recovered: usize,
+}
+
+/// `clients` subscribers of todo 1 (among `rows` todos) drop their connections, `missed`
+/// updates happen, and all come back at once: each subscribes again from its position and
+/// is current once the replay and the reply are in, or, when the server cannot replay,
+/// once it has fetched the list again (what a client without history must do).
+pub(crate) async fn resume(
+    addr: SocketAddr,
+    clients: usize,
+    missed: usize,
+    rows: usize,
+    progress: &indicatif::ProgressBar,
+) -> ResumeResult {
+    let mut editor = connect(addr, "/rohrpost/", 0).await;
+    for n in 0..rows {
+        call(
+            &mut editor,
+            json!({"id": n, "type": "todo.create", "data": {"title": format!("row {n}")}}),
+        )
+        .await;
+    }
+    let mut positions = Vec::with_capacity(clients);
+    for n in 0..clients {
+        let mut socket = connect(addr, "/rohrpost/", n + 1).await;
+        let reply = call(
+            &mut socket,
+            json!({"id": 1, "type": "subscribe", "auth_jwt": "hunter2", "data": {"type": "todo", "id": 1, "since": null}}),
+        )
+        .await;
+        let data = &reply["data"];
+        positions.push(json!({"offset": data["offset"], "epoch": data["epoch"]}));
+        let _ = socket.close(None).await;
+    }
+    for k in 0..missed {
+        let update =
+            json!({"id": k, "type": "todo.update", "data": {"id": 1, "title": format!("u{k}")}});
+        call(&mut editor, update).await;
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = positions
+        .into_iter()
+        .enumerate()
+        .map(|(n, since)| {
+            tokio::spawn(async move {
+                let begun = Instant::now();
+                let mut socket = connect(addr, "/rohrpost/", n + 1).await;
+                let request = json!({"id": 1, "type": "subscribe", "auth_jwt": "hunter2", "data": {"type": "todo", "id": 1, "since": since}});
+                socket
+                    .send(Frame::Text(request.to_string().into()))
+                    .await
+                    .expect("send");
+                let mut replayed = 0;
+                let recovered = loop {
+                    let Some(Ok(Frame::Text(text))) = socket.next().await else {
+                        panic!("the connection ended during the resume");
+                    };
+                    let message: Value = serde_json::from_str(&text).expect("JSON");
+                    if message["type"] == "subscription-update" {
+                        replayed += 1;
+                    } else if message["type"] == "subscribe" {
+                        break message["data"]["recovered"] == true;
+                    }
+                };
+                if recovered {
+                    assert_eq!(replayed, missed, "every missed update replayed");
+                } else {
+                    call(&mut socket, json!({"id": 2, "type": "todo.list"})).await;
+                }
+                let took = begun.elapsed().as_micros() as u64;
+                let _ = socket.close(None).await;
+                (took, recovered)
+            })
+        })
+        .collect();
+    let mut result = ResumeResult {
+        elapsed: Duration::ZERO,
+        current: histogram(),
+        recovered: 0,
+    };
+    for task in tasks {
+        let (took, recovered) = task.await.expect("client");
+        let _ = result.current.record(took.max(1));
+        result.recovered += usize::from(recovered);
+        progress.inc(1);
+    }
+    result.elapsed = started.elapsed();
+    let _ = editor.close(None).await;
+    result
 }

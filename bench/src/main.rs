@@ -66,6 +66,19 @@ enum Mode {
         #[arg(long, default_value_t = 2)]
         rounds: usize,
     },
+    /// A mass reconnection: C subscribers of one todo drop, M updates happen, all come back
+    /// at once; with history they are replayed what they missed, without it they refetch
+    /// the list (R todos). Time until all are current, and the server's CPU time.
+    Resume {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 50)]
+        missed: usize,
+        #[arg(long, default_value_t = 100)]
+        rows: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// Runs one server (used by the modes above).
     #[command(hide = true)]
     Serve {
@@ -122,10 +135,62 @@ fn main() {
                 updates,
                 rounds,
             } => redis(subscribers, updates, rounds).await,
+            Mode::Resume {
+                clients,
+                missed,
+                rows,
+                rounds,
+            } => resume(clients, missed, rows, rounds).await,
             Mode::Serve { .. } => unreachable!("handled above"),
         }
     });
     println!("{report}");
+}
+
+async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize) -> Value {
+    let mut rows_out = Vec::new();
+    let mut time_ratios = Vec::new();
+    for round in 0..rounds {
+        let mut pair = Vec::new();
+        for kind in [Kind::TodoWithoutHistory, Kind::Todo] {
+            let server = ServerProcess::start(kind, None, None);
+            let progress = bar(clients as u64, &format!("{kind:?} resumed"));
+            let cpu_before = server.cpu_time();
+            let result = load::resume(server.addr, clients, missed, rows, &progress).await;
+            let cpu = server.cpu_time() - cpu_before;
+            progress.finish_and_clear();
+            pair.push((kind, result, cpu));
+        }
+        time_ratios.push(pair[1].1.elapsed.as_secs_f64() / pair[0].1.elapsed.as_secs_f64());
+        for (kind, result, cpu) in &pair {
+            rows_out.push(json!({
+                "round": round, "server": format!("{kind:?}"), "recovered": result.recovered,
+                "all_current_ms": (result.elapsed.as_secs_f64() * 1e4).round() / 10.0,
+                "current": quantiles(&result.current),
+                "server_cpu_ms": (cpu.as_secs_f64() * 1e4).round() / 10.0,
+            }));
+        }
+    }
+    println!("mode resume: {clients} clients reconnect at once after missing {missed} updates; {rows} todos; {rounds} rounds");
+    println!(
+        "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14}",
+        "round", "server", "recovered", "all current ms", "p50 us", "p99 us", "server CPU ms"
+    );
+    for row in &rows_out {
+        println!(
+            "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14}",
+            row["round"].to_string(),
+            row["server"].as_str().unwrap_or(""),
+            row["recovered"].to_string(),
+            row["all_current_ms"].to_string(),
+            row["current"]["p50_us"].to_string(),
+            row["current"]["p99_us"].to_string(),
+            row["server_cpu_ms"].to_string()
+        );
+    }
+    let summary = json!({"all_current_time_ratio_median": median(&mut time_ratios)});
+    println!("with history / without: {summary}");
+    json!({"mode": "resume", "clients": clients, "missed": missed, "rows": rows, "rows_out": rows_out, "summary": summary})
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {

@@ -28,6 +28,8 @@ pub(crate) enum Kind {
     /// The rohrpost todo demo (SQLite in a temporary directory; Redis groups with
     /// `--redis-url`).
     Todo,
+    /// The todo demo without history: clients that come back refetch.
+    TodoWithoutHistory,
 }
 
 pub(crate) async fn serve(
@@ -48,7 +50,7 @@ pub(crate) async fn serve(
             server.serve().await;
         }
         Kind::FanoutBaseline => fanout_baseline(addr).await,
-        Kind::Todo => {
+        Kind::Todo | Kind::TodoWithoutHistory => {
             let directory = tempfile::tempdir_in(fast_tmp()).expect("temporary directory");
             let database_url = database_url.unwrap_or_else(|| {
                 format!(
@@ -61,7 +63,11 @@ pub(crate) async fn serve(
                 token: "hunter2".into(),
                 database_url,
                 redis_url,
-                history_size: app::DEFAULT_HISTORY_SIZE,
+                history_size: if kind == Kind::Todo {
+                    app::DEFAULT_HISTORY_SIZE
+                } else {
+                    0
+                },
             };
             let groups = config.groups().await.expect("group layer");
             let server = app::server(&config, groups).await.expect("todo server");
