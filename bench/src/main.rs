@@ -220,11 +220,16 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// A generator busier than this share of its core may be what limits the figures.
+const GENERATOR_LIMIT: f64 = 0.85;
+
 async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: usize) -> Value {
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     let mut p99_ratios = Vec::new();
     let mut p50_deltas = Vec::new();
+    let mut saturated = false;
+    let mut cpu_ratios = Vec::new();
     let progress = bar((rounds * 2) as u64, "rtt rounds");
     for round in 0..rounds {
         let mut pair = Vec::new();
@@ -235,11 +240,22 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
             } else {
                 "/"
             };
+            let (server_cpu, own_cpu) = (server.cpu_time(), process::own_cpu_time());
             let result = load::rtt(server.addr, path, connections, in_flight, seconds).await;
+            let wall = result.elapsed.as_secs_f64();
+            let server_share = (server.cpu_time() - server_cpu).as_secs_f64() / wall;
+            let generator_share = (process::own_cpu_time() - own_cpu).as_secs_f64() / wall;
             progress.inc(1);
-            pair.push((kind, result));
+            pair.push((kind, result, server_share, generator_share));
         }
         let (base, ours) = (&pair[0].1, &pair[1].1);
+        saturated |= pair
+            .iter()
+            .any(|(_, _, _, generator)| *generator > GENERATOR_LIMIT);
+        let cpu_per_message = |(_, result, share, _): &(Kind, load::RttResult, f64, f64)| {
+            share * 1e6 / result.per_second()
+        };
+        cpu_ratios.push(cpu_per_message(&pair[1]) / cpu_per_message(&pair[0]));
         ratios.push(ours.per_second() / base.per_second());
         p99_ratios.push(
             ours.latency.value_at_quantile(0.99) as f64
@@ -248,25 +264,40 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
         p50_deltas.push(
             ours.latency.value_at_quantile(0.5) as f64 - base.latency.value_at_quantile(0.5) as f64,
         );
-        for (kind, result) in &pair {
-            rows.push(json!({"round": round, "server": format!("{kind:?}"), "msgs_per_s": result.per_second().round(), "latency": quantiles(&result.latency)}));
+        for (kind, result, server_share, generator_share) in &pair {
+            rows.push(json!({
+                "round": round, "server": format!("{kind:?}"), "msgs_per_s": result.per_second().round(),
+                "latency": quantiles(&result.latency),
+                "server_cpu_share": (server_share * 100.0).round() / 100.0,
+                "server_cpu_us_per_msg": (server_share * 1e8 / result.per_second()).round() / 100.0,
+                "generator_cpu_share": (generator_share * 100.0).round() / 100.0,
+            }));
         }
     }
     progress.finish_and_clear();
     println!("mode rtt: {connections} connections x {in_flight} in flight, {}s per round, {rounds} rounds", seconds.as_secs());
     println!(
-        "{:>6} {:>14} {:>12} {:>9} {:>9} {:>9}",
-        "round", "server", "msgs/s", "p50 us", "p99 us", "p999 us"
+        "{:>6} {:>14} {:>12} {:>9} {:>9} {:>9} {:>11} {:>14}",
+        "round", "server", "msgs/s", "p50 us", "p99 us", "p999 us", "server CPU", "generator CPU"
     );
+    // Server CPU per message holds even when the generator bounds the rate.
     for row in &rows {
         println!(
-            "{:>6} {:>14} {:>12} {:>9} {:>9} {:>9}",
+            "{:>6} {:>14} {:>12} {:>9} {:>9} {:>9} {:>11} {:>14}",
             row["round"].to_string(),
             row["server"].as_str().unwrap_or(""),
             row["msgs_per_s"].to_string(),
             row["latency"]["p50_us"].to_string(),
             row["latency"]["p99_us"].to_string(),
-            row["latency"]["p999_us"].to_string()
+            row["latency"]["p999_us"].to_string(),
+            row["server_cpu_share"].to_string(),
+            row["generator_cpu_share"].to_string()
+        );
+    }
+    if saturated {
+        println!(
+            "the load generator was busier than {:.0}% of its core in some round: these figures are bounded by the generator, and the ratios say little about the servers",
+            GENERATOR_LIMIT * 100.0
         );
     }
     let summary = json!({
@@ -274,9 +305,10 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
         "throughput_ratio_median": median(&mut ratios.clone()),
         "p99_ratio_median": median(&mut p99_ratios),
         "p50_delta_us_median": median(&mut p50_deltas),
+        "server_cpu_per_msg_ratio_median": median(&mut cpu_ratios),
     });
     println!("rohrpost / baseline: {summary}");
-    json!({"mode": "rtt", "connections": connections, "in_flight": in_flight, "rows": rows, "summary": summary})
+    json!({"mode": "rtt", "connections": connections, "in_flight": in_flight, "generator_bound": saturated, "rows": rows, "summary": summary})
 }
 
 async fn conns(count: usize, fds: u64) -> Value {

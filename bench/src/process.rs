@@ -69,17 +69,26 @@ impl ServerProcess {
 
     /// CPU time used so far (user + system).
     pub(crate) fn cpu_time(&self) -> Duration {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-            .sum();
-        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+        cpu_time_of(&self.child.id().to_string())
     }
+}
+
+/// The load generator's own CPU time so far (user + system).
+pub(crate) fn own_cpu_time() -> Duration {
+    cpu_time_of("self")
+}
+
+/// CPU time of the process `/proc/<pid>` names (user + system).
+fn cpu_time_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
 }
 
 impl Drop for ServerProcess {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use rohrpost::prelude::*;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -101,8 +101,18 @@ async fn echo_baseline(addr: &str) {
             let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
                 return;
             };
+            // Echoes every frame that has arrived, then flushes once: the stack's ceiling,
+            // written as well as it can be (rohrpost's writer batches the same way).
             while let Some(Ok(frame)) = socket.next().await {
-                if frame.is_text() && socket.send(frame).await.is_err() {
+                let mut frames = vec![frame];
+                while let Some(Some(Ok(frame))) = socket.next().now_or_never() {
+                    frames.push(frame);
+                }
+                let mut failed = false;
+                for frame in frames.into_iter().filter(Frame::is_text) {
+                    failed |= socket.feed(frame).await.is_err();
+                }
+                if failed || socket.flush().await.is_err() {
                     break;
                 }
             }
