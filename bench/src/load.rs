@@ -305,6 +305,8 @@ async fn call(socket: &mut Socket, request: Value) -> Value {
 pub(crate) struct ResumeResult {
     /// From the first reconnection to the last client being current.
     pub elapsed: Duration,
+    /// The load generator's CPU time during the reconnection.
+    pub generator_cpu: Duration,
     /// Per client, from its reconnection to being current, in microseconds.
     pub current: Histogram<u64>,
     /// Clients whose missed updates were replayed (the rest refetched the list).
@@ -348,6 +350,7 @@ pub(crate) async fn resume(
         call(&mut editor, update).await;
     }
     let started = Instant::now();
+    let generator_before = crate::process::own_cpu_time();
     let tasks: Vec<_> = positions
         .into_iter()
         .enumerate()
@@ -385,6 +388,7 @@ pub(crate) async fn resume(
         .collect();
     let mut result = ResumeResult {
         elapsed: Duration::ZERO,
+        generator_cpu: Duration::ZERO,
         current: histogram(),
         recovered: 0,
     };
@@ -395,6 +399,7 @@ pub(crate) async fn resume(
         progress.inc(1);
     }
     result.elapsed = started.elapsed();
+    result.generator_cpu = crate::process::own_cpu_time() - generator_before;
     let _ = editor.close(None).await;
     result
 }

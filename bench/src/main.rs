@@ -150,6 +150,7 @@ fn main() {
 async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize) -> Value {
     let mut rows_out = Vec::new();
     let mut time_ratios = Vec::new();
+    let mut saturated = false;
     for round in 0..rounds {
         let mut pair = Vec::new();
         for kind in [Kind::TodoWithoutHistory, Kind::Todo] {
@@ -158,12 +159,15 @@ async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize) -> Va
             let cpu_before = server.cpu_time();
             let result = load::resume(server.addr, clients, missed, rows, &progress).await;
             let cpu = server.cpu_time() - cpu_before;
+            let generator = result.generator_cpu.as_secs_f64() / result.elapsed.as_secs_f64();
+            saturated |= generator > GENERATOR_LIMIT;
             progress.finish_and_clear();
-            pair.push((kind, result, cpu));
+            pair.push((kind, result, cpu, generator));
         }
         time_ratios.push(pair[1].1.elapsed.as_secs_f64() / pair[0].1.elapsed.as_secs_f64());
-        for (kind, result, cpu) in &pair {
+        for (kind, result, cpu, generator) in &pair {
             rows_out.push(json!({
+                "generator_cpu_share": (generator * 100.0).round() / 100.0,
                 "round": round, "server": format!("{kind:?}"), "recovered": result.recovered,
                 "all_current_ms": (result.elapsed.as_secs_f64() * 1e4).round() / 10.0,
                 "current": quantiles(&result.current),
@@ -173,21 +177,30 @@ async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize) -> Va
     }
     println!("mode resume: {clients} clients reconnect at once after missing {missed} updates; {rows} todos; {rounds} rounds");
     println!(
-        "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14}",
-        "round", "server", "recovered", "all current ms", "p50 us", "p99 us", "server CPU ms"
+        "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14} {:>14}",
+        "round",
+        "server",
+        "recovered",
+        "all current ms",
+        "p50 us",
+        "p99 us",
+        "server CPU ms",
+        "generator CPU"
     );
     for row in &rows_out {
         println!(
-            "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14}",
+            "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14} {:>14}",
             row["round"].to_string(),
             row["server"].as_str().unwrap_or(""),
             row["recovered"].to_string(),
             row["all_current_ms"].to_string(),
             row["current"]["p50_us"].to_string(),
             row["current"]["p99_us"].to_string(),
-            row["server_cpu_ms"].to_string()
+            row["server_cpu_ms"].to_string(),
+            row["generator_cpu_share"].to_string()
         );
     }
+    warn_if_generator_bound(saturated);
     let summary = json!({"all_current_time_ratio_median": median(&mut time_ratios)});
     println!("with history / without: {summary}");
     json!({"mode": "resume", "clients": clients, "missed": missed, "rows": rows, "rows_out": rows_out, "summary": summary})
@@ -222,6 +235,16 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// A generator busier than this share of its core may be what limits the figures.
 const GENERATOR_LIMIT: f64 = 0.85;
+
+/// Says in words that a run's figures measure the load generator, when they do.
+fn warn_if_generator_bound(saturated: bool) {
+    if saturated {
+        println!(
+            "the load generator was busier than {:.0}% of its core in some round: these figures are bounded by the generator, and the ratios say little about the servers",
+            GENERATOR_LIMIT * 100.0
+        );
+    }
+}
 
 async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: usize) -> Value {
     let mut rows = Vec::new();
@@ -294,12 +317,7 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
             row["generator_cpu_share"].to_string()
         );
     }
-    if saturated {
-        println!(
-            "the load generator was busier than {:.0}% of its core in some round: these figures are bounded by the generator, and the ratios say little about the servers",
-            GENERATOR_LIMIT * 100.0
-        );
-    }
+    warn_if_generator_bound(saturated);
     let summary = json!({
         "throughput_ratio_mean": ratios.iter().sum::<f64>() / ratios.len().max(1) as f64,
         "throughput_ratio_median": median(&mut ratios.clone()),
@@ -350,6 +368,7 @@ async fn conns(count: usize, fds: u64) -> Value {
 }
 
 async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize) -> Value {
+    let mut saturated = false;
     let mut rows = Vec::new();
     let mut cpu_ratios = Vec::new();
     let mut p99_ratios = Vec::new();
@@ -358,7 +377,7 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
         for kind in [Kind::FanoutBaseline, Kind::Todo] {
             let server = ServerProcess::start(kind, None, None);
             let progress = bar(updates as u64, &format!("{kind:?} updates"));
-            let cpu_before = server.cpu_time();
+            let (cpu_before, own_before) = (server.cpu_time(), process::own_cpu_time());
             let result = load::fanout(
                 server.addr,
                 server.addr,
@@ -369,18 +388,22 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
             )
             .await;
             let cpu = server.cpu_time() - cpu_before;
+            let generator =
+                (process::own_cpu_time() - own_before).as_secs_f64() / result.elapsed.as_secs_f64();
             progress.finish_and_clear();
             let cpu_per_delivery_us = cpu.as_secs_f64() * 1e6 / result.deliveries.max(1) as f64;
-            pair.push((kind, result, cpu_per_delivery_us));
+            saturated |= generator > GENERATOR_LIMIT;
+            pair.push((kind, result, cpu_per_delivery_us, generator));
         }
         cpu_ratios.push(pair[1].2 / pair[0].2);
         p99_ratios.push(
             pair[1].1.complete.value_at_quantile(0.99) as f64
                 / pair[0].1.complete.value_at_quantile(0.99) as f64,
         );
-        for (kind, result, cpu) in &pair {
+        for (kind, result, cpu, generator) in &pair {
             rows.push(json!({
                 "round": round, "server": format!("{kind:?}"), "deliveries": result.deliveries,
+                "generator_cpu_share": (generator * 100.0).round() / 100.0,
                 "deliveries_per_s": (result.deliveries as f64 / result.elapsed.as_secs_f64()).round(),
                 "cpu_us_per_delivery": (cpu * 100.0).round() / 100.0,
                 "delivery": quantiles(&result.delivery), "all_subscribers": quantiles(&result.complete),
@@ -389,21 +412,30 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
     }
     println!("mode fanout: {subscribers} subscribers, {updates} updates, window {window}, {rounds} rounds");
     println!(
-        "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14}",
-        "round", "server", "deliveries", "deliveries/s", "CPU us/deliv", "all p50 us", "all p99 us"
+        "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14}",
+        "round",
+        "server",
+        "deliveries",
+        "deliveries/s",
+        "CPU us/deliv",
+        "all p50 us",
+        "all p99 us",
+        "generator CPU"
     );
     for row in &rows {
         println!(
-            "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14}",
+            "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14}",
             row["round"].to_string(),
             row["server"].as_str().unwrap_or(""),
             row["deliveries"].to_string(),
             row["deliveries_per_s"].to_string(),
             row["cpu_us_per_delivery"].to_string(),
             row["all_subscribers"]["p50_us"].to_string(),
-            row["all_subscribers"]["p99_us"].to_string()
+            row["all_subscribers"]["p99_us"].to_string(),
+            row["generator_cpu_share"].to_string()
         );
     }
+    warn_if_generator_bound(saturated);
     let summary = json!({"cpu_per_delivery_ratio_median": median(&mut cpu_ratios), "all_subscribers_p99_ratio_median": median(&mut p99_ratios)});
     println!("rohrpost / baseline: {summary}");
     json!({"mode": "fanout", "subscribers": subscribers, "updates": updates, "rows": rows, "summary": summary})

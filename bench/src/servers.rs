@@ -52,22 +52,16 @@ pub(crate) async fn serve(
         Kind::FanoutBaseline => fanout_baseline(addr).await,
         Kind::Todo | Kind::TodoWithoutHistory => {
             let directory = tempfile::tempdir_in(fast_tmp()).expect("temporary directory");
-            let database_url = database_url.unwrap_or_else(|| {
-                format!(
-                    "sqlite://{}?mode=rwc",
-                    directory.path().join("todo.sqlite").display()
-                )
-            });
+            let database_url = database_url.unwrap_or_else(|| app::sqlite_in(directory.path()));
             let config = app::Config {
                 addr: addr.to_owned(),
-                token: "hunter2".into(),
-                database_url,
                 redis_url,
                 history_size: if kind == Kind::Todo {
                     app::DEFAULT_HISTORY_SIZE
                 } else {
                     0
                 },
+                ..app::Config::local(database_url)
             };
             let groups = config.groups().await.expect("group layer");
             let server = app::server(&config, groups).await.expect("todo server");

@@ -76,7 +76,7 @@ impl Dispatcher {
             Some((message_type, handler)) => {
                 self.run(message_type, handler, request, connection).await
             }
-            None if request.message_type == "ping" => Some(pong(request)),
+            None if request.message_type == protocol::PING => Some(pong(request)),
             None => {
                 let error = protocol::unknown_type(&request.message_type);
                 Some(error_json(&request.id, &request.message_type, &error))
@@ -202,7 +202,7 @@ fn pong(request: Request) -> String {
         Some(other) => Some(Value::Object(Map::from_iter([("data".to_owned(), other)]))),
     };
     // Serializing a `Value` cannot fail.
-    reply_json(&request.id, "pong", &data).unwrap_or_default()
+    reply_json(&request.id, protocol::PONG, &data).unwrap_or_default()
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

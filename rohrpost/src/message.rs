@@ -202,6 +202,43 @@ fn into_text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// `frame` (a JSON object) with the members of `set` (raw JSON values) put in or replaced,
+/// the others kept as they are, in the order `id, type, offset, epoch, data, error`, then
+/// any others: the order [`Message`] writes, with the extension keys before `data`. `None`
+/// when `frame` is not a JSON object.
+pub(crate) fn rewrite_frame(frame: &str, set: &[(&str, &str)]) -> Option<String> {
+    use std::collections::BTreeMap;
+    let mut fields: BTreeMap<String, &str> =
+        serde_json::from_str::<BTreeMap<String, &serde_json::value::RawValue>>(frame)
+            .ok()?
+            .into_iter()
+            .map(|(key, value)| (key, value.get()))
+            .collect();
+    for (key, value) in set {
+        fields.insert((*key).to_owned(), value);
+    }
+    let mut out = String::with_capacity(frame.len() + 40);
+    out.push('{');
+    let mut write = |key: &str, value: &str| {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&serde_json::to_string(key).unwrap_or_default());
+        out.push(':');
+        out.push_str(value);
+    };
+    for key in ["id", "type", "offset", "epoch", "data", "error"] {
+        if let Some(value) = fields.remove(key) {
+            write(key, value);
+        }
+    }
+    for (key, value) in &fields {
+        write(key, value);
+    }
+    out.push('}');
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +268,19 @@ mod tests {
             reply_json(&json!(1.5), "t", &Some(0)).unwrap(),
             r#"{"id":1.5,"type":"t","data":0}"#
         );
+    }
+
+    #[test]
+    fn a_rewritten_frame_keeps_its_members_in_messages_order() {
+        let frame = r#"{"id":7,"type":"t","data":{"z":1,"a":2},"extra":true}"#;
+        assert_eq!(
+            rewrite_frame(frame, &[("offset", "3"), ("epoch", r#""e""#)]).unwrap(),
+            r#"{"id":7,"type":"t","offset":3,"epoch":"e","data":{"z":1,"a":2},"extra":true}"#
+        );
+        assert_eq!(
+            rewrite_frame(frame, &[("data", "null")]).unwrap(),
+            r#"{"id":7,"type":"t","data":null,"extra":true}"#
+        );
+        assert_eq!(rewrite_frame("[1]", &[]), None);
     }
 }

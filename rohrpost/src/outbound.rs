@@ -102,6 +102,7 @@ impl UpdateIndex {
         }
     }
 
+    /// Indexes `key` at `seq` while conflating; does nothing otherwise.
     fn insert(&mut self, key: Arc<str>, seq: u64) -> Option<u64> {
         self.0.as_mut()?.insert(key, seq)
     }
@@ -351,29 +352,33 @@ impl Queue {
     fn append(&mut self, item: Item) {
         let seq = self.head + self.slots.len() as u64;
         match &item {
-            Item::Reply(_) => {
-                self.replies += 1;
-                // A reply is a barrier: an update queued before it must reach the client
-                // before it (the editor's own change comes before its reply), so no later
-                // update may take its place at the end.
-                self.updates.clear();
-            }
-            Item::Push(_, class) => {
-                self.pushes += 1;
-                match class {
-                    Class::Volatile => self.volatile.push_back(seq),
-                    Class::Conflate {
-                        key,
-                        change: Change::Update,
-                    } if self.updates.active() => {
-                        self.updates.insert(key.clone(), seq);
-                    }
-                    _ => {}
-                }
-            }
+            Item::Reply(_) => self.replies += 1,
+            Item::Push(..) => self.pushes += 1,
             Item::Ping | Item::Close(_) => {}
         }
+        self.index(seq, &item);
         self.slots.push_back(Some(item));
+    }
+
+    /// Notes an item queued at `seq` in the indexes: the volatile pushes, and the updates
+    /// that may be conflated (only while conflating). A reply is a barrier: an update queued
+    /// before it must reach the client before it (the editor's own change comes before its
+    /// reply), so no later update may take its place at the end.
+    fn index(&mut self, seq: u64, item: &Item) {
+        match item {
+            Item::Reply(_) => self.updates.clear(),
+            Item::Push(_, Class::Volatile) => self.volatile.push_back(seq),
+            Item::Push(
+                _,
+                Class::Conflate {
+                    key,
+                    change: Change::Update,
+                },
+            ) => {
+                self.updates.insert(key.clone(), seq);
+            }
+            _ => {}
+        }
     }
 
     fn pop_front(&mut self) -> Option<Item> {
@@ -506,23 +511,11 @@ impl Queue {
         self.holes = 0;
         self.updates.clear();
         self.volatile.clear();
-        for (index, slot) in self.slots.iter().enumerate() {
-            let seq = self.head + index as u64;
-            match slot {
-                Some(Item::Reply(_)) => self.updates.clear(),
-                Some(Item::Push(_, Class::Volatile)) => self.volatile.push_back(seq),
-                Some(Item::Push(
-                    _,
-                    Class::Conflate {
-                        key,
-                        change: Change::Update,
-                    },
-                )) if self.updates.active() => {
-                    self.updates.insert(key.clone(), seq);
-                }
-                _ => {}
-            }
+        let slots = std::mem::take(&mut self.slots);
+        for (index, item) in slots.iter().flatten().enumerate() {
+            self.index(self.head + index as u64, item);
         }
+        self.slots = slots;
     }
 
     /// Gives back what a drained queue held on to after a burst.
@@ -539,17 +532,19 @@ impl Queue {
 
 /// The newer update with the union of both updates' `data.object.updated_fields` (the
 /// older one's first); `None` when the newer one needs no change. Where either update
-/// named no fields, the object may have changed anywhere: the merged one names none.
+/// named no fields, the object may have changed anywhere: the merged one names none. Only
+/// `data` is rewritten: the frame's other members keep their bytes and their order.
 fn merge_updated_fields(older: &str, newer: &str) -> Option<Utf8Bytes> {
-    let older: Value = serde_json::from_str(older).ok()?;
-    let mut newer: Value = serde_json::from_str(newer).ok()?;
-    let fields = |message: &Value| -> Option<Vec<Value>> {
-        message
-            .pointer("/data/object/updated_fields")?
-            .as_array()
-            .cloned()
+    #[derive(serde::Deserialize)]
+    struct Frame {
+        data: Option<Value>,
+    }
+    let fields = |data: &Value| -> Option<Vec<Value>> {
+        data.pointer("/object/updated_fields")?.as_array().cloned()
     };
-    let object = newer.pointer_mut("/data/object")?.as_object_mut()?;
+    let older = serde_json::from_str::<Frame>(older).ok()?.data?;
+    let mut data = serde_json::from_str::<Frame>(newer).ok()?.data?;
+    let object = data.pointer_mut("/object")?.as_object_mut()?;
     match (fields(&older), object.get("updated_fields").cloned()) {
         (Some(mut union), Some(Value::Array(new))) => {
             for field in new.iter() {
@@ -567,7 +562,8 @@ fn merge_updated_fields(older: &str, newer: &str) -> Option<Utf8Bytes> {
         }
         (Some(_), Some(_)) | (_, None) => return None,
     }
-    serde_json::to_string(&newer).ok().map(Utf8Bytes::from)
+    let data = serde_json::to_string(&data).ok()?;
+    crate::message::rewrite_frame(newer, &[("data", &data)]).map(Utf8Bytes::from)
 }
 
 impl std::fmt::Debug for Outbound {
@@ -724,6 +720,17 @@ mod tests {
             })
             .collect();
         assert_eq!(titles, ["a", "reply", "b"]);
+    }
+
+    #[test]
+    fn a_merged_update_keeps_the_frames_own_bytes_but_its_data() {
+        let older = r#"{"id":1,"type":"subscription-update","data":{"group":"g","object":{"id":1,"updated_fields":["a"]},"type":"update"}}"#;
+        let newer = r#"{"id":2,"type":"subscription-update","data":{"group":"g","object":{"id":1,"updated_fields":["b"]},"type":"update"}}"#;
+        assert_eq!(
+            merge_updated_fields(older, newer).unwrap().as_str(),
+            r#"{"id":2,"type":"subscription-update","data":{"group":"g","object":{"id":1,"updated_fields":["a","b"]},"type":"update"}}"#
+        );
+        assert_eq!(merge_updated_fields(older, older), None, "nothing to add");
     }
 
     #[test]

@@ -60,6 +60,21 @@
 //! | 431 | `the handshake request head is over 16384 bytes` | a request head over [`MAX_REQUEST_HEAD`](crate::server::MAX_REQUEST_HEAD) |
 //! | 503 | [`TOO_MANY_CONNECTIONS`], [`AUTH_TIMED_OUT`], [`SHUTTING_DOWN`] | `max_connections` open; the hook outlasted the handshake timeout; the server is shutting down |
 
+/// The built-in keepalive request's type.
+pub const PING: &str = "ping";
+/// The type of the reply to [`PING`].
+pub const PONG: &str = "pong";
+
+/// The type of the reply to a request of `request_type`: the same type, except [`PONG`]
+/// for [`PING`].
+pub fn reply_type(request_type: &str) -> &str {
+    if request_type == PING {
+        PONG
+    } else {
+        request_type
+    }
+}
+
 /// The error reply to an empty text frame.
 pub const EMPTY_MESSAGE: &str = "Received empty message.";
 /// The error reply to a frame that is JSON but not an object.

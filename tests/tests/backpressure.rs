@@ -28,16 +28,7 @@ async fn join(conn: Connection, Data(group): Data<String>) -> Result<(), rohrpos
 
 /// The todo demo on a fresh SQLite file, with its default limits.
 async fn demo(dir: &tempfile::TempDir) -> (TestServer, Groups) {
-    let config = app::Config {
-        addr: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
-        database_url: format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("todo.sqlite").display()
-        ),
-        redis_url: None,
-        history_size: app::DEFAULT_HISTORY_SIZE,
-    };
+    let config = app::Config::local(app::sqlite_in(dir.path()));
     let groups = Groups::memory();
     let server = app::server(&config, groups.clone())
         .await

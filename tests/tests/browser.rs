@@ -29,10 +29,7 @@ struct Demo {
 async fn start_demo(addr: SocketAddr, database: &str) -> Demo {
     let config = app::Config {
         addr: addr.to_string(),
-        token: "hunter2".into(),
-        database_url: database.into(),
-        redis_url: None,
-        history_size: app::DEFAULT_HISTORY_SIZE,
+        ..app::Config::local(database)
     };
     let (router, endpoint) = app::router(&config, Groups::memory()).await.expect("demo");
     let listener = TcpListener::bind(addr)
@@ -86,10 +83,7 @@ async fn two_pages_see_each_others_changes_and_survive_a_restart() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let database = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("todo.sqlite").display()
-    );
+    let database = app::sqlite_in(dir.path());
     let addr = TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap()

@@ -25,20 +25,14 @@ async fn todo_server(addr: &str, database: &str) -> TestServer {
 async fn todo_server_with(addr: &str, database: &str, groups: Groups) -> TestServer {
     let config = app::Config {
         addr: addr.into(),
-        token: TOKEN.into(),
-        database_url: database.into(),
-        redis_url: None,
-        history_size: app::DEFAULT_HISTORY_SIZE,
+        ..app::Config::local(database)
     };
     let server = app::server(&config, groups).await.expect("demo starts");
     TestServer::run(server)
 }
 
 fn sqlite(dir: &tempfile::TempDir) -> String {
-    format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("todo.sqlite").display()
-    )
+    app::sqlite_in(dir.path())
 }
 
 async fn client(url: &str) -> Client {

@@ -14,13 +14,7 @@ use tests::{Client, TestServer};
 const TOKEN: &str = "hunter2";
 
 async fn demo(database_url: &str) -> TestServer {
-    let config = app::Config {
-        addr: "127.0.0.1:0".into(),
-        token: TOKEN.into(),
-        database_url: database_url.into(),
-        redis_url: None,
-        history_size: app::DEFAULT_HISTORY_SIZE,
-    };
+    let config = app::Config::local(database_url);
     let server = app::server(&config, Groups::memory())
         .await
         .expect("demo starts");
@@ -28,10 +22,7 @@ async fn demo(database_url: &str) -> TestServer {
 }
 
 fn sqlite(dir: &tempfile::TempDir) -> String {
-    format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("todo.sqlite").display()
-    )
+    app::sqlite_in(dir.path())
 }
 
 fn subscribe(id: i64, since: Value) -> Value {
@@ -417,4 +408,53 @@ async fn a_snapshot_with_positions_lets_no_change_slip_past_the_refetch() {
     assert_eq!(replayed["data"]["object"]["title"], "oat milk");
     assert_eq!(replayed["offset"], 2);
     assert_eq!(page.recv_json().await["data"]["recovered"], true);
+}
+
+/// A group layer that keeps no history (every method but the history ones delegates).
+#[derive(Default)]
+struct WithoutHistory(rohrpost::groups::MemoryGroups);
+
+impl rohrpost::groups::GroupLayer for WithoutHistory {
+    fn join<'a>(
+        &'a self,
+        group: &'a str,
+        connection: &'a Connection,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), rohrpost::groups::GroupError>> {
+        self.0.join(group, connection)
+    }
+    fn leave(&self, group: &str, connection: &Connection) -> bool {
+        self.0.leave(group, connection)
+    }
+    fn leave_all(&self, connection: &Connection) {
+        self.0.leave_all(connection)
+    }
+    fn send<'a>(
+        &'a self,
+        group: &'a str,
+        push: rohrpost::groups::Push,
+    ) -> futures_util::future::BoxFuture<'a, Result<usize, rohrpost::groups::GroupError>> {
+        self.0.send(group, push)
+    }
+    fn groups_of(&self, connection: &Connection) -> Vec<String> {
+        self.0.groups_of(connection)
+    }
+    fn member_count(&self, group: &str) -> usize {
+        self.0.member_count(group)
+    }
+    fn stats(&self) -> rohrpost::groups::GroupStats {
+        self.0.stats()
+    }
+}
+
+#[tokio::test]
+async fn history_on_a_layer_that_keeps_none_fails_at_bind_saying_what_to_do() {
+    let error = Server::builder()
+        .groups(Groups::new(WithoutHistory::default()))
+        .history(History::groups(["g-*"]))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("keeps no history"), "{message}");
+    assert!(message.contains("use MemoryGroups"), "{message}");
 }

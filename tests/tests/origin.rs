@@ -22,16 +22,7 @@ async fn status(url: &str, headers: &[(&str, &str)]) -> u16 {
 }
 
 async fn demo_config(dir: &tempfile::TempDir) -> app::Config {
-    app::Config {
-        addr: "127.0.0.1:0".into(),
-        token: "hunter2".into(),
-        database_url: format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("todo.sqlite").display()
-        ),
-        redis_url: None,
-        history_size: app::DEFAULT_HISTORY_SIZE,
-    }
+    app::Config::local(app::sqlite_in(dir.path()))
 }
 
 #[tokio::test]

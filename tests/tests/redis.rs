@@ -22,11 +22,8 @@ struct Node {
 impl Node {
     async fn start(redis: &RedisServer, database_url: &str) -> Self {
         let config = app::Config {
-            addr: "127.0.0.1:0".into(),
-            token: TOKEN.into(),
-            database_url: database_url.into(),
             redis_url: Some(redis.url()),
-            history_size: app::DEFAULT_HISTORY_SIZE,
+            ..app::Config::local(database_url)
         };
         let layer = RedisGroups::connect_with(
             &redis.url(),
@@ -82,10 +79,7 @@ async fn wait_for_subscribers(redis: &RedisServer, expected: i64) {
 async fn cluster() -> Option<(RedisServer, Node, Node, tempfile::TempDir)> {
     let redis = RedisServer::start()?;
     let dir = tempfile::tempdir().unwrap();
-    let database = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("todo.sqlite").display()
-    );
+    let database = app::sqlite_in(dir.path());
     let a = Node::start(&redis, &database).await;
     let b = Node::start(&redis, &database).await;
     Some((redis, a, b, dir))

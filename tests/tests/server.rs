@@ -433,6 +433,7 @@ async fn every_setting_out_of_range_is_refused_at_bind_naming_it() {
         (Server::builder().rate_limit(10.0, 0), "rate limit"),
         (Server::builder().ping(zero, Duration::from_secs(1)), "ping"),
         (Server::builder().outbound_queue(0), "outbound_queue"),
+        (Server::builder().reply_backlog(0), "reply_backlog"),
         (Server::builder().max_message_size(0), "max_message_size"),
         (
             Server::builder().handshake_timeout(zero),

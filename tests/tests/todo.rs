@@ -30,13 +30,7 @@ struct Demo {
 
 impl Demo {
     async fn start(database_url: &str) -> Self {
-        let config = app::Config {
-            addr: "127.0.0.1:0".into(),
-            token: TOKEN.into(),
-            database_url: database_url.into(),
-            redis_url: None,
-            history_size: app::DEFAULT_HISTORY_SIZE,
-        };
+        let config = app::Config::local(database_url);
         let groups = Groups::memory();
         let server = app::server(&config, groups.clone())
             .await
@@ -308,10 +302,7 @@ where
     Fut: Future<Output = ()>,
 {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("todo.sqlite").display()
-    );
+    let url = app::sqlite_in(dir.path());
     scenario(Demo::start(&url).await).await;
 }
 

@@ -22,7 +22,7 @@ pub struct Config {
     #[arg(long, env = "ROHRPOST_ADDR", default_value = "127.0.0.1:8000")]
     pub addr: String,
     /// The token subscribers must send as `auth_jwt`.
-    #[arg(long, env = "ROHRPOST_TOKEN", default_value = "hunter2")]
+    #[arg(long, env = "ROHRPOST_TOKEN", default_value = DEMO_TOKEN)]
     pub token: String,
     /// Where the todos live: `sqlite://FILE` or `postgres://…`.
     #[arg(
@@ -39,6 +39,28 @@ pub struct Config {
     /// that a page that reconnects gets what it missed; 0 keeps none. Not with Redis yet.
     #[arg(long, env = "ROHRPOST_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
     pub history_size: usize,
+}
+
+/// The token the demo expects unless told otherwise (its page embeds it: it is public).
+pub const DEMO_TOKEN: &str = "hunter2";
+
+impl Config {
+    /// The demo's defaults on a free port of 127.0.0.1, with its todos at `database_url`:
+    /// what tests and benchmarks start, changing a field or two.
+    pub fn local(database_url: impl Into<String>) -> Self {
+        Self {
+            addr: "127.0.0.1:0".into(),
+            token: DEMO_TOKEN.into(),
+            database_url: database_url.into(),
+            redis_url: None,
+            history_size: DEFAULT_HISTORY_SIZE,
+        }
+    }
+}
+
+/// An SQLite file `todo.sqlite` in `dir`, as a database URL.
+pub fn sqlite_in(dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("todo.sqlite").display())
 }
 
 /// The pushes the demo keeps per group unless told otherwise.

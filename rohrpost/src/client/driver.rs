@@ -220,7 +220,7 @@ impl Driver {
                     self.requests.sweep();
                     let ping = Outgoing {
                         id: self.requests.own_id(),
-                        message_type: "ping".into(),
+                        message_type: crate::protocol::PING.into(),
                         data: None,
                     };
                     last_ping = Some(Instant::now());

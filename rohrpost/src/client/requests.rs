@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::subscription::Delivery;
 use super::{ClientError, Command};
 use crate::groups::Position;
+use crate::protocol;
 use crate::subscribe::GroupObject;
 
 /// The most commands kept while offline; more fail at once with `Disconnected`.
@@ -278,12 +279,10 @@ impl Requests {
             self.deliver(data, position);
             return Routed::Handled;
         }
-        // A reply carries its request's type (`pong` for `ping`); one without a type (a
-        // malformed request's error) is taken as the reply too.
+        // A reply carries its request's reply type; one without a type (a malformed
+        // request's error) is taken as the reply too.
         let answers = |call: &PendingCall| {
-            message_type.map_or(true, |t| {
-                t == call.message_type || (t == "pong" && call.message_type == "ping")
-            })
+            message_type.map_or(true, |t| t == protocol::reply_type(&call.message_type))
         };
         if let Some(id) = id.filter(|id| self.calls.get(id).is_some_and(answers)) {
             if let Some(call) = self.calls.remove(&id) {

@@ -19,12 +19,11 @@
 //!
 //! A client that never sends `since` sees exactly the bytes it saw before.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::value::RawValue;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// Which groups keep a history of their pushes, and how much of it.
@@ -306,46 +305,13 @@ fn new_epoch() -> String {
     epoch
 }
 
-/// `frame` with `"offset"` and `"epoch"` beside its other keys, in the order
-/// `id, type, offset, epoch, data, error`, then any others. A frame that is not a JSON
-/// object is left as it is.
+/// `frame` with `"offset"` and `"epoch"` beside its other keys, between its `type` and
+/// its `data`. A frame that is not a JSON object is left as it is.
 pub(crate) fn with_position(frame: &str, position: &Position) -> String {
-    let Ok(mut fields) = serde_json::from_str::<BTreeMap<String, &RawValue>>(frame) else {
-        return frame.to_owned();
-    };
-    let mut out = String::with_capacity(frame.len() + 40);
-    out.push('{');
-    let mut first = true;
-    let mut field = |out: &mut String, key: &str, value: &str| {
-        if !std::mem::take(&mut first) {
-            out.push(',');
-        }
-        // Keys come from a parsed object or are ours: plain ASCII needs no escaping, the
-        // rest goes through serde_json.
-        out.push_str(&serde_json::to_string(key).unwrap_or_default());
-        out.push(':');
-        out.push_str(value);
-    };
-    for key in ["id", "type"] {
-        if let Some(value) = fields.remove(key) {
-            field(&mut out, key, value.get());
-        }
-    }
-    field(&mut out, "offset", &position.offset.to_string());
+    let offset = position.offset.to_string();
     let epoch = serde_json::to_string(&position.epoch).unwrap_or_default();
-    field(&mut out, "epoch", &epoch);
-    fields.remove("offset");
-    fields.remove("epoch");
-    for key in ["data", "error"] {
-        if let Some(value) = fields.remove(key) {
-            field(&mut out, key, value.get());
-        }
-    }
-    for (key, value) in &fields {
-        field(&mut out, key, value.get());
-    }
-    out.push('}');
-    out
+    crate::message::rewrite_frame(frame, &[("offset", &offset), ("epoch", &epoch)])
+        .unwrap_or_else(|| frame.to_owned())
 }
 
 #[cfg(test)]

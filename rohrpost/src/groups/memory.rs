@@ -60,6 +60,9 @@ impl MemoryGroups {
     pub(crate) fn add_since(&self, group: &str, connection: &Connection, since: &Since) -> Joined {
         let mut state = self.write();
         state.add(group, connection, since.wants_positions());
+        if *since == Since::Absent {
+            return Joined::default();
+        }
         let Some(streams) = state
             .history
             .as_mut()

@@ -43,6 +43,9 @@ pub enum GroupError {
     /// The connection is closed, so it cannot join a group.
     #[error("the connection is closed")]
     Closed,
+    /// The group layer keeps no history, so `ServerBuilder::history` cannot be used with it.
+    #[error("this group layer keeps no history of its pushes: use MemoryGroups for `history` (RedisGroups does not keep one yet), or leave `history` out")]
+    NoHistory,
     /// The group layer's backend failed (for example, Redis is unreachable).
     #[error("group layer backend failed: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -278,12 +281,11 @@ pub trait GroupLayer: Send + Sync + 'static {
     fn stats(&self) -> GroupStats;
 
     /// Keeps the pushes of the groups `history` names, for subscribers that come back
-    /// ([`History`]). A layer that cannot keep history says so (the default).
+    /// ([`History`]). A layer that cannot keep history says so (the default:
+    /// [`GroupError::NoHistory`]).
     fn configure_history(&self, history: History) -> Result<(), GroupError> {
         let _ = history;
-        Err(GroupError::Backend(
-            "this group layer keeps no history of its pushes".into(),
-        ))
+        Err(GroupError::NoHistory)
     }
 
     /// Adds `connection` to `group` as a subscriber that asked for positions (`since`),
@@ -399,19 +401,9 @@ impl Groups {
 
     /// Adds `connection` to `group`.
     pub async fn join(&self, group: &str, connection: &Connection) -> Result<(), GroupError> {
-        if group.is_empty() {
-            return Err(GroupError::EmptyName);
-        }
-        if connection.is_closed() {
-            return Err(GroupError::Closed);
-        }
-        self.layer.join(group, connection).await?;
-        // It may have closed meanwhile, after its groups were left: undo.
-        if connection.is_closed() {
-            self.layer.leave_all(connection);
-            return Err(GroupError::Closed);
-        }
-        Ok(())
+        self.join_since(group, connection, &Since::Absent)
+            .await
+            .map(drop)
     }
 
     /// Adds `connection` to `group` as a subscriber that asked for positions: what it
@@ -430,6 +422,7 @@ impl Groups {
             return Err(GroupError::Closed);
         }
         let joined = self.layer.join_since(group, connection, since).await?;
+        // It may have closed meanwhile, after its groups were left: undo.
         if connection.is_closed() {
             self.layer.leave_all(connection);
             return Err(GroupError::Closed);

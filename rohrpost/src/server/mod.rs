@@ -428,7 +428,7 @@ impl ServerBuilder {
         if let Some(history) = self.history {
             groups
                 .configure_history(history)
-                .map_err(|error| ServerError::InvalidConfig(format!("history: {error}")))?;
+                .map_err(|error| ServerError::InvalidConfig(error.to_string()))?;
         }
         let metrics = Metrics::default();
         Ok(Arc::new(Shared {
