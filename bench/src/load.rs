@@ -311,6 +311,8 @@ pub(crate) struct ResumeResult {
     pub current: Histogram<u64>,
     /// Clients whose missed updates were replayed (the rest refetched the list).
     pub recovered: usize,
+    /// Redis commands served during the reconnection, by name, when there is a Redis.
+    pub redis_commands: Vec<(String, u64)>,
 }
 
 /// `clients` subscribers of todo 1 (among `rows` todos) drop their connections, `missed`
@@ -322,6 +324,7 @@ pub(crate) async fn resume(
     clients: usize,
     missed: usize,
     rows: usize,
+    redis: Option<&crate::process::RedisProcess>,
     progress: &indicatif::ProgressBar,
 ) -> ResumeResult {
     let mut editor = connect(addr, "/rohrpost/", 0).await;
@@ -348,6 +351,9 @@ pub(crate) async fn resume(
         let update =
             json!({"id": k, "type": "todo.update", "data": {"id": 1, "title": format!("u{k}")}});
         call(&mut editor, update).await;
+    }
+    if let Some(redis) = redis {
+        redis.reset_counts();
     }
     let started = Instant::now();
     let generator_before = crate::process::own_cpu_time();
@@ -391,6 +397,7 @@ pub(crate) async fn resume(
         generator_cpu: Duration::ZERO,
         current: histogram(),
         recovered: 0,
+        redis_commands: Vec::new(),
     };
     for task in tasks {
         let (took, recovered) = task.await.expect("client");
@@ -400,6 +407,9 @@ pub(crate) async fn resume(
     }
     result.elapsed = started.elapsed();
     result.generator_cpu = crate::process::own_cpu_time() - generator_before;
+    if let Some(redis) = redis {
+        result.redis_commands = redis.commands();
+    }
     let _ = editor.close(None).await;
     result
 }

@@ -78,6 +78,10 @@ enum Mode {
         rows: usize,
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// Groups (and the history) in a Redis of the bench's own; reports the Redis
+        /// commands the reconnection cost.
+        #[arg(long)]
+        redis: bool,
     },
     /// Runs one server (used by the modes above).
     #[command(hide = true)]
@@ -140,24 +144,45 @@ fn main() {
                 missed,
                 rows,
                 rounds,
-            } => resume(clients, missed, rows, rounds).await,
+                redis,
+            } => resume(clients, missed, rows, rounds, redis).await,
             Mode::Serve { .. } => unreachable!("handled above"),
         }
     });
     println!("{report}");
 }
 
-async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize) -> Value {
+async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize, redis: bool) -> Value {
+    let redis = if redis {
+        match RedisProcess::start() {
+            Some(redis) => Some(redis),
+            None => return json!({"mode": "resume", "error": "redis-server could not be started"}),
+        }
+    } else {
+        None
+    };
     let mut rows_out = Vec::new();
     let mut time_ratios = Vec::new();
     let mut saturated = false;
     for round in 0..rounds {
         let mut pair = Vec::new();
         for kind in [Kind::TodoWithoutHistory, Kind::Todo] {
-            let server = ServerProcess::start(kind, None, None);
+            if let Some(redis) = &redis {
+                redis.reset();
+            }
+            let redis_url = redis.as_ref().map(RedisProcess::url);
+            let server = ServerProcess::start(kind, redis_url.as_deref(), None);
             let progress = bar(clients as u64, &format!("{kind:?} resumed"));
             let cpu_before = server.cpu_time();
-            let result = load::resume(server.addr, clients, missed, rows, &progress).await;
+            let result = load::resume(
+                server.addr,
+                clients,
+                missed,
+                rows,
+                redis.as_ref(),
+                &progress,
+            )
+            .await;
             let cpu = server.cpu_time() - cpu_before;
             let generator = result.generator_cpu.as_secs_f64() / result.elapsed.as_secs_f64();
             saturated |= generator > GENERATOR_LIMIT;
@@ -172,12 +197,19 @@ async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize) -> Va
                 "all_current_ms": (result.elapsed.as_secs_f64() * 1e4).round() / 10.0,
                 "current": quantiles(&result.current),
                 "server_cpu_ms": (cpu.as_secs_f64() * 1e4).round() / 10.0,
+                "redis_commands": result.redis_commands.iter().map(|(_, calls)| calls).sum::<u64>(),
+                "redis_commands_by_name": result.redis_commands.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             }));
         }
     }
-    println!("mode resume: {clients} clients reconnect at once after missing {missed} updates; {rows} todos; {rounds} rounds");
+    let layer = if redis.is_some() {
+        "Redis groups"
+    } else {
+        "in-process groups"
+    };
+    println!("mode resume: {clients} clients reconnect at once after missing {missed} updates; {rows} todos; {layer}; {rounds} rounds");
     println!(
-        "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14} {:>14}",
+        "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14} {:>14} {:>15}",
         "round",
         "server",
         "recovered",
@@ -185,11 +217,12 @@ async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize) -> Va
         "p50 us",
         "p99 us",
         "server CPU ms",
-        "generator CPU"
+        "generator CPU",
+        "Redis commands"
     );
     for row in &rows_out {
         println!(
-            "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14} {:>14}",
+            "{:>6} {:>19} {:>10} {:>15} {:>12} {:>12} {:>14} {:>14} {:>15}",
             row["round"].to_string(),
             row["server"].as_str().unwrap_or(""),
             row["recovered"].to_string(),
@@ -197,7 +230,12 @@ async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize) -> Va
             row["current"]["p50_us"].to_string(),
             row["current"]["p99_us"].to_string(),
             row["server_cpu_ms"].to_string(),
-            row["generator_cpu_share"].to_string()
+            row["generator_cpu_share"].to_string(),
+            if redis.is_some() {
+                row["redis_commands"].to_string()
+            } else {
+                "-".into()
+            }
         );
     }
     warn_if_generator_bound(saturated);

@@ -190,6 +190,45 @@ impl RedisProcess {
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+
+    /// Runs `redis-cli` against this server; its output.
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Empties the server and zeroes its command counts.
+    pub(crate) fn reset(&self) {
+        self.cli(&["FLUSHALL"]);
+        self.reset_counts();
+    }
+
+    /// Zeroes the command counts.
+    pub(crate) fn reset_counts(&self) {
+        self.cli(&["CONFIG", "RESETSTAT"]);
+    }
+
+    /// Commands served since the counts were zeroed, by name (`INFO commandstats`).
+    pub(crate) fn commands(&self) -> Vec<(String, u64)> {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = stats
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                // RESETSTAT and INFO itself are the bench's own.
+                (!matches!(name, "config|resetstat" | "info")).then(|| (name.to_owned(), calls))
+            })
+            .collect()
+    }
 }
 
 impl Drop for RedisProcess {

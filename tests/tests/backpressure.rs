@@ -27,13 +27,16 @@ async fn join(conn: Connection, Data(group): Data<String>) -> Result<(), rohrpos
 }
 
 /// The todo demo on a fresh SQLite file, with its default limits.
+/// The demo, with a write timeout far beyond any test's length: the readers here stall on
+/// purpose for as long as the bursts take, which depends on the machine's disk.
 async fn demo(dir: &tempfile::TempDir) -> (TestServer, Groups) {
     let config = app::Config::local(app::sqlite_in(dir.path()));
     let groups = Groups::memory();
-    let server = app::server(&config, groups.clone())
+    let builder = app::builder(&config, groups.clone())
         .await
-        .expect("demo starts");
-    (TestServer::run(server), groups)
+        .expect("demo settings")
+        .write_timeout(Duration::from_secs(300));
+    (TestServer::with(builder).await, groups)
 }
 
 /// Sends `requests` pipelined, `window` at a time, and returns their replies in order.

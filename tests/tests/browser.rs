@@ -141,3 +141,32 @@ async fn two_pages_see_each_others_changes_and_survive_a_restart() {
         demo.stop().await;
     }
 }
+
+/// The resume helper the page uses, against a client shaped as rohrpost.js is where the
+/// helper relies on it (`tests/e2e/resume_helper.mjs`): positions written into the stored
+/// group objects, `resync` when the server cannot replay or the epoch changes.
+#[tokio::test]
+async fn the_resume_helper_writes_positions_into_rohrpost_js_subscriptions() {
+    let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e");
+    let output = match Command::new("node")
+        .arg(e2e.join("resume_helper.mjs"))
+        .output()
+        .await
+    {
+        Ok(output) => output,
+        Err(error) => {
+            if std::env::var("ROHRPOST_REQUIRE_BROWSER").as_deref() == Ok("1") {
+                panic!("node cannot run ({error}), and ROHRPOST_REQUIRE_BROWSER=1");
+            }
+            eprintln!("skipped: node cannot run ({error})");
+            return;
+        }
+    };
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("resume helper: ok"));
+}

@@ -36,7 +36,7 @@ pub struct Config {
     #[arg(long, env = "ROHRPOST_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Pushes kept per todo (`todo-*`) and for the list (`todos-*`), for 5 minutes, so
-    /// that a page that reconnects gets what it missed; 0 keeps none. Not with Redis yet.
+    /// that a page that reconnects gets what it missed (in Redis when `redis_url` is set); 0 keeps none.
     #[arg(long, env = "ROHRPOST_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
     pub history_size: usize,
 }
@@ -287,8 +287,9 @@ pub fn handlers(token: &str) -> Handlers {
     Handlers::collect().merge(Subscriptions::token(token).handlers())
 }
 
-/// The demo's server settings: its handlers, groups and database.
-async fn builder(
+/// The demo's server settings: its handlers, groups, database and history, ready for more
+/// settings before it is bound.
+pub async fn builder(
     config: &Config,
     groups: Groups,
 ) -> Result<rohrpost::server::ServerBuilder, Box<dyn std::error::Error>> {
@@ -298,12 +299,6 @@ async fn builder(
         .groups(groups)
         .state(db);
     if config.history_size == 0 {
-        return Ok(builder);
-    }
-    if config.redis_url.is_some() {
-        tracing::warn!(
-            "history is kept in-process only for now: with Redis, pages that reconnect refetch"
-        );
         return Ok(builder);
     }
     let history = History::groups(["todo-*", "todos-*"])
@@ -337,12 +332,25 @@ pub async fn router(
             "/",
             axum::routing::get(move || async move { axum::response::Html(page) }),
         )
+        .route(
+            "/rohrpost-resume.js",
+            axum::routing::get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+                    RESUME_MODULE,
+                )
+            }),
+        )
         .route("/rohrpost/", endpoint.route());
     Ok((router, endpoint))
 }
 
 /// The todo page: plain HTML and JavaScript, no build step.
 pub const PAGE: &str = include_str!("../index.html");
+
+/// The ES module that makes an unmodified rohrpost.js client resume its subscriptions
+/// (served at `/rohrpost-resume.js`; the page uses it).
+pub const RESUME_MODULE: &str = include_str!("../rohrpost-resume.js");
 
 /// Serves the demo (the page at `/`, rohrpost at `/rohrpost/`) until Ctrl-C or SIGTERM, then
 /// shuts down gracefully.

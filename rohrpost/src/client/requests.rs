@@ -318,8 +318,18 @@ impl Requests {
             .and_then(Value::as_str)
             .unwrap_or_default();
         if let Some(members) = self.groups.get_mut(group) {
-            if position.is_some() {
-                members.position = position;
+            // Another epoch: the stream started over, and what came between is unknown.
+            let restarted = matches!(
+                (&members.position, &position),
+                (Some(known), Some(now)) if known.epoch != now.epoch
+            );
+            if restarted {
+                for updates in members.subscribers.values() {
+                    let _ = updates.send(Delivery::Missed);
+                }
+            }
+            if let Some(position) = position {
+                note(&mut members.position, position);
             }
             for updates in members.subscribers.values() {
                 let _ = updates.send(Delivery::Update(data.clone()));
@@ -339,7 +349,7 @@ impl Requests {
             return;
         };
         if let Some(position) = data.as_object().and_then(position_in) {
-            members.position = Some(position);
+            note(&mut members.position, position);
         }
         if data.get("recovered") != Some(&Value::Bool(true)) {
             for updates in members.subscribers.values() {
@@ -367,8 +377,8 @@ impl Requests {
                     subscribers: HashMap::new(),
                     position: None,
                 });
-                if position.is_some() {
-                    entry.position = position;
+                if let Some(position) = position {
+                    note(&mut entry.position, position);
                 }
                 entry.subscribers.insert(key, pending.updates);
                 let _ = pending.reply.send(Ok(group));
@@ -398,6 +408,14 @@ fn with_since(object: &GroupObject, position: Option<&Position>) -> Option<Value
         fields.insert("since".into(), since.unwrap_or(Value::Null));
     }
     Some(value)
+}
+
+/// Keeps the furthest position: a reply may say less than the pushes queued before it.
+fn note(known: &mut Option<Position>, seen: Position) {
+    match known {
+        Some(known) if known.epoch == seen.epoch && known.offset >= seen.offset => {}
+        _ => *known = Some(seen),
+    }
 }
 
 /// The `offset` and `epoch` keys of a push or a subscribe reply.
@@ -593,6 +611,33 @@ mod tests {
         let lost = json!({"id": resubscribes[0].id, "type": "subscribe", "data": {"group": "todo-1", "offset": 0, "epoch": "f", "recovered": false}});
         requests.receive(message(lost));
         assert!(matches!(updates.try_recv(), Ok(Delivery::Missed)));
+    }
+
+    #[test]
+    fn a_push_of_another_epoch_tells_of_a_gap_and_a_lagging_reply_does_not_rewind() {
+        let mut requests = requests();
+        let (command, _replied, mut updates) = subscribe(5, todo(1));
+        requests.outgoing(command);
+        let reply = json!({"id": 5, "type": "subscribe", "data": {"group": "todo-1", "offset": 3, "epoch": "e"}});
+        requests.receive(message(reply));
+        let push = |offset: u64, epoch: &str| {
+            message(
+                json!({"id": 80, "type": "subscription-update", "offset": offset, "epoch": epoch, "data": {"type": "update", "group": "todo-1", "object": {"id": 1}}}),
+            )
+        };
+        requests.receive(push(5, "e"));
+        assert!(matches!(updates.try_recv(), Ok(Delivery::Update(_))));
+        let (resubscribes, _) = requests.reconnected();
+        let lagging = json!({"id": resubscribes[0].id, "type": "subscribe", "data": {"group": "todo-1", "offset": 4, "epoch": "e", "recovered": true}});
+        requests.receive(message(lagging));
+        let (resubscribes, _) = requests.reconnected();
+        assert_eq!(
+            resubscribes[0].data,
+            Some(json!({"type": "todo", "id": 1, "since": {"offset": 5, "epoch": "e"}}))
+        );
+        requests.receive(push(1, "f"));
+        assert!(matches!(updates.try_recv(), Ok(Delivery::Missed)));
+        assert!(matches!(updates.try_recv(), Ok(Delivery::Update(_))));
     }
 
     #[test]

@@ -95,6 +95,24 @@ impl History {
     pub fn covers(&self, group: &str) -> bool {
         self.patterns.iter().any(|pattern| glob(pattern, group))
     }
+
+    /// Pushes kept per group.
+    #[cfg(feature = "redis")]
+    pub(crate) fn kept(&self) -> usize {
+        self.size
+    }
+
+    /// How long a stream is kept after its last push.
+    #[cfg(feature = "redis")]
+    pub(crate) fn kept_for(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The most pushes replayed to one subscriber.
+    #[cfg(feature = "redis")]
+    pub(crate) fn recoverable(&self) -> usize {
+        self.max_recovered
+    }
 }
 
 /// `*` matches any text, everything else itself.
@@ -118,7 +136,7 @@ fn glob(pattern: &str, text: &str) -> bool {
 }
 
 /// A position in a group's stream: the offset of its last push and the stream's epoch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Position {
     /// The offset of the last push (0 before the first).
     pub offset: u64,
@@ -163,6 +181,17 @@ pub struct Joined {
     pub position: Option<Position>,
     /// Whether what the subscriber missed was replayed (only when it gave a position).
     pub recovered: Option<bool>,
+}
+
+impl Joined {
+    /// A join to a group without history: no position, and nothing recovered for a
+    /// subscriber that gave one.
+    pub(crate) fn without_history(since: &Since) -> Self {
+        Self {
+            position: None,
+            recovered: matches!(since, Since::After(_)).then_some(false),
+        }
+    }
 }
 
 /// The in-process streams of the groups with history.
@@ -294,7 +323,7 @@ impl Streams {
 }
 
 /// A short random text: 8 base-36 digits.
-fn new_epoch() -> String {
+pub(crate) fn new_epoch() -> String {
     let mut n = super::random_u64();
     let mut epoch = String::with_capacity(8);
     for _ in 0..8 {

@@ -4,6 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures_util::future::BoxFuture;
+#[cfg(feature = "redis")]
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::history::{History, Joined, Since, Streams};
 use super::{GroupError, GroupLayer, GroupStats, Position, Push};
@@ -28,12 +30,27 @@ struct Memberships {
     groups_of: HashMap<u64, HashSet<Arc<str>>>,
     /// The streams of the groups with history, once configured.
     history: Option<Streams>,
+    /// How many members hold back their pushes while their history is read.
+    #[cfg(feature = "redis")]
+    pending: usize,
 }
 
 struct Member {
     connection: Connection,
     /// Whether it subscribed with `since`: its pushes carry their position.
     positioned: bool,
+    /// Pushes held back while what it missed is read from a shared history (the Redis
+    /// layer): sent after the replay, without those the replay holds.
+    #[cfg(feature = "redis")]
+    pending: Option<Vec<Held>>,
+}
+
+/// A positioned push held back for a member whose history is being read.
+#[cfg(feature = "redis")]
+struct Held {
+    offset: u64,
+    epoch: Arc<str>,
+    push: Push,
 }
 
 impl MemoryGroups {
@@ -68,11 +85,7 @@ impl MemoryGroups {
             .as_mut()
             .filter(|streams| streams.covers(group))
         else {
-            let recovered = matches!(since, Since::After(_)).then_some(false);
-            return Joined {
-                position: None,
-                recovered,
-            };
+            return Joined::without_history(since);
         };
         let recovered = match since {
             Since::Absent | Since::Now => None,
@@ -115,6 +128,8 @@ impl Memberships {
         let member = Member {
             connection: connection.clone(),
             positioned,
+            #[cfg(feature = "redis")]
+            pending: None,
         };
         let members = state.members.entry(name.clone()).or_default();
         // Joining again keeps positions once asked for.
@@ -122,13 +137,19 @@ impl Memberships {
             .get(&connection.id())
             .is_some_and(|old| old.positioned)
             || member.positioned;
-        members.insert(
+        let replaced = members.insert(
             connection.id(),
             Member {
                 positioned,
                 ..member
             },
         );
+        #[cfg(feature = "redis")]
+        if replaced.is_some_and(|old| old.pending.is_some()) {
+            state.pending -= 1;
+        }
+        #[cfg(not(feature = "redis"))]
+        drop(replaced);
         state
             .groups_of
             .entry(connection.id())
@@ -154,13 +175,116 @@ impl Memberships {
     }
 }
 
+/// What the Redis layer needs of its local members: a shared stream keeps the history, and
+/// the members of its groups get their pushes from it in its order.
+#[cfg(feature = "redis")]
 impl MemoryGroups {
     /// The groups with at least one member.
-    #[cfg(feature = "redis")]
     pub(crate) fn group_names(&self) -> Vec<String> {
         self.read().members.keys().map(|g| g.to_string()).collect()
     }
 
+    /// Adds a member that asked for positions; with `hold`, its pushes are held back until
+    /// [`release`](Self::release) (what it missed is being read).
+    pub(crate) fn add_positioned(&self, group: &str, connection: &Connection, hold: bool) {
+        let mut state = self.write();
+        state.add(group, connection, true);
+        if !hold {
+            return;
+        }
+        if let Some(member) = state
+            .members
+            .get_mut(group)
+            .and_then(|members| members.get_mut(&connection.id()))
+        {
+            member.pending = Some(Vec::new());
+            state.pending += 1;
+        }
+    }
+
+    /// Queues `replay` for a member whose pushes were held back, then the held pushes that
+    /// came after `read` (the position the replay reflects), and ends the holding; returns
+    /// the offset of the last push queued (`read`'s when none was), or `None` when the
+    /// member left meanwhile.
+    pub(crate) fn release(
+        &self,
+        group: &str,
+        connection: &Connection,
+        replay: Vec<Utf8Bytes>,
+        read: &Position,
+    ) -> Option<u64> {
+        let mut state = self.write();
+        let member = state
+            .members
+            .get_mut(group)
+            .and_then(|members| members.get_mut(&connection.id()))?;
+        let held = member.pending.take();
+        for frame in replay {
+            let _ = connection.try_send_push(&Push::replayed(frame));
+        }
+        let mut last = read.offset;
+        if let Some(held) = held {
+            state.pending -= 1;
+            for held in held.into_iter() {
+                // Older than the read: the replay (or the refetch) has it.
+                if *held.epoch == *read.epoch && held.offset <= read.offset {
+                    continue;
+                }
+                last = held.offset;
+                let _ = connection.try_send_push(&held.push);
+            }
+        }
+        Some(last)
+    }
+
+    /// Queues a push of a group with history that came from the shared stream at `offset`:
+    /// opted-in members get `positioned`, the others `push`; members whose history is
+    /// being read hold it.
+    pub(crate) fn deliver_at(
+        &self,
+        group: &str,
+        offset: u64,
+        epoch: &Arc<str>,
+        push: &Push,
+        positioned: &Push,
+    ) -> usize {
+        {
+            let state = self.read();
+            if state.pending == 0 {
+                return state.deliver(group, push, Some(positioned));
+            }
+        }
+        let mut state = self.write();
+        let Some(members) = state.members.get_mut(group) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for member in members.values_mut() {
+            if let Some(held) = member.pending.as_mut() {
+                held.push(Held {
+                    offset,
+                    epoch: epoch.clone(),
+                    push: positioned.clone(),
+                });
+                delivered += 1;
+                continue;
+            }
+            let push = if member.positioned { positioned } else { push };
+            if member.connection.try_send_push(push).is_ok() {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    /// Queues `push` for every local member as it is, without a position (the shared
+    /// stream could not take it).
+    pub(crate) fn deliver_unpositioned(&self, group: &str, push: &Push) -> usize {
+        self.read().deliver(group, push, None)
+    }
+}
+
+impl MemoryGroups {
     /// Queues `push` for every local member of `group`; a group with history gives it the
     /// next offset first.
     pub(crate) fn deliver(&self, group: &str, push: &Push) -> usize {
@@ -208,10 +332,15 @@ impl GroupLayer for MemoryGroups {
         let Some(members) = state.members.get_mut(group) else {
             return false;
         };
-        let was_member = members.remove(&id).is_some();
+        let removed = members.remove(&id);
         if members.is_empty() {
             state.members.remove(group);
         }
+        #[cfg(feature = "redis")]
+        if removed.as_ref().is_some_and(|old| old.pending.is_some()) {
+            state.pending -= 1;
+        }
+        let was_member = removed.is_some();
         if let Some(groups) = state.groups_of.get_mut(&id) {
             groups.remove(group);
             if groups.is_empty() {
@@ -229,10 +358,16 @@ impl GroupLayer for MemoryGroups {
         };
         for group in groups {
             if let Some(members) = state.members.get_mut(&group) {
-                members.remove(&id);
+                let removed = members.remove(&id);
                 if members.is_empty() {
                     state.members.remove(&group);
                 }
+                #[cfg(feature = "redis")]
+                if removed.is_some_and(|old| old.pending.is_some()) {
+                    state.pending -= 1;
+                }
+                #[cfg(not(feature = "redis"))]
+                drop(removed);
             }
         }
     }

@@ -6,7 +6,8 @@
 //! group is serialized once; every member gets the same frame bytes.
 //!
 //! Groups go through a [`GroupLayer`]: the in-process [`MemoryGroups`] is the default;
-//! `RedisGroups` (the `redis` feature) spans several servers.
+//! `RedisGroups` (the `redis` feature) spans several servers. Both keep a [`History`] of
+//! chosen groups, so that subscribers that come back get what they missed.
 
 mod history;
 mod memory;
@@ -44,7 +45,7 @@ pub enum GroupError {
     #[error("the connection is closed")]
     Closed,
     /// The group layer keeps no history, so `ServerBuilder::history` cannot be used with it.
-    #[error("this group layer keeps no history of its pushes: use MemoryGroups for `history` (RedisGroups does not keep one yet), or leave `history` out")]
+    #[error("this group layer keeps no history of its pushes: use MemoryGroups or RedisGroups for `history`, or leave `history` out")]
     NoHistory,
     /// The group layer's backend failed (for example, Redis is unreachable).
     #[error("group layer backend failed: {0}")]
@@ -299,10 +300,7 @@ pub trait GroupLayer: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Joined, GroupError>> {
         Box::pin(async move {
             self.join(group, connection).await?;
-            Ok(Joined {
-                position: None,
-                recovered: matches!(since, Since::After(_)).then_some(false),
-            })
+            Ok(Joined::without_history(since))
         })
     }
 

@@ -18,6 +18,22 @@
 //! `<16 hex digits>:` then `d` (disconnect), `v` (drop oldest) or `c` with the change
 //! (`c`reate, `u`pdate, `x` delete), the primary key's length in bytes, `:` and the key;
 //! then the frame's JSON text.
+//!
+//! # History
+//!
+//! Groups with [`History`] (`ServerBuilder::history`; every node must be given the same)
+//! keep their pushes in Redis: one script appends a push to the group's stream, gives it
+//! the next offset and publishes `<offset>:<epoch>:` with the policy and the frame. Their
+//! members, on the sending node too, get pushes from the channel, in Redis's order, so
+//! every member on every node sees offsets strictly increasing, also when several nodes
+//! send at once. A subscriber that comes back with `since` is served from the stream
+//! (`XRANGE`), and a read is shared by every subscriber that asks for the same meanwhile.
+//!
+//! A push that Redis cannot take is still delivered to the sending node's members, without
+//! a position, and the group's next write starts a new epoch: whoever resumes from before
+//! is told `recovered: false` rather than missing it silently. Streams expire `ttl` after
+//! their last push; run Redis with `maxmemory-policy noeviction` (a warning at start says
+//! so otherwise), since an evicted stream also starts a new epoch.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -30,6 +46,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+mod history;
+
+use self::history::{split_positioned, RedisHistory};
+use super::history::{with_position, History, Joined, Position, Since};
 use super::{GroupError, GroupLayer, GroupStats, MemoryGroups, Policy, Push};
 use crate::backoff::Backoff;
 use crate::notify::Change;
@@ -79,6 +99,7 @@ pub struct RedisGroups {
     timeout: Duration,
     commands: mpsc::UnboundedSender<SyncRequest>,
     status: watch::Receiver<RedisStatus>,
+    history: Arc<RedisHistory>,
 }
 
 /// Asks the subscriber task to bring a group's subscription in line with its local members;
@@ -117,12 +138,14 @@ impl RedisGroups {
         let node = format!("{:016x}:", super::random_u64());
         let (commands, requests) = mpsc::unbounded_channel();
         let (report, status) = watch::channel(RedisStatus::default());
+        let history = Arc::new(RedisHistory::new(prefix));
         let subscriber = Subscriber {
             client,
             local: local.clone(),
             node: node.clone(),
             prefix: prefix.to_owned(),
             report,
+            history: history.clone(),
         };
         tokio::spawn(subscriber.run(requests));
         Ok(Self {
@@ -133,7 +156,14 @@ impl RedisGroups {
             timeout,
             commands,
             status,
+            history,
         })
+    }
+
+    /// How many history reads this layer sent to Redis: subscribers that come back from
+    /// the same position at once share one.
+    pub fn history_reads(&self) -> u64 {
+        self.history.reads()
     }
 
     /// The subscription connection's current state.
@@ -162,6 +192,129 @@ impl RedisGroups {
             }
             result => result.map(drop),
         }
+    }
+
+    /// Waits (boundedly) until the group's channel is subscribed.
+    async fn subscribed(&self, group: &str) {
+        if tokio::time::timeout(self.timeout, self.sync(group))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                group,
+                "Redis did not confirm the subscription in time; local delivery only until it does"
+            );
+        }
+    }
+
+    /// Sends a push of a group with history: recorded and published by one script; the
+    /// members here get it from the channel. When Redis cannot take it, they get it at
+    /// once without a position, and the stream's next write starts a new epoch.
+    async fn send_recorded(
+        &self,
+        group: &str,
+        push: &Push,
+        history: &History,
+    ) -> Result<usize, GroupError> {
+        let mut payload = Vec::with_capacity(16 + push.frame().len());
+        encode_policy(push.policy(), &mut payload);
+        payload.extend_from_slice(push.frame().as_bytes());
+        let channel = format!("{}{group}", self.prefix);
+        let append = async {
+            let mut publisher = self.publisher.clone();
+            match self
+                .history
+                .append(&mut publisher, history, group, &channel, &payload)
+                .await
+            {
+                Err(error) if error.is_unrecoverable_error() => {
+                    tracing::debug!(%error, "the Redis publishing connection broke; recording again on a new one");
+                    self.history
+                        .append(&mut publisher, history, group, &channel, &payload)
+                        .await
+                }
+                result => result,
+            }
+        };
+        let error = match tokio::time::timeout(self.timeout, append).await {
+            Ok(Ok(_offset)) => return Ok(self.local.member_count(group)),
+            Ok(Err(error)) => backend(error),
+            Err(_) => GroupError::Backend(
+                format!("Redis did not take the push within {:?}", self.timeout).into(),
+            ),
+        };
+        self.history.mark_broken(group);
+        self.local.deliver_unpositioned(group, push);
+        Err(error)
+    }
+
+    /// Joins a group with history as a subscriber that asked for positions.
+    async fn join_recorded(
+        &self,
+        group: &str,
+        connection: &Connection,
+        since: &Since,
+        history: &History,
+    ) -> Result<Joined, GroupError> {
+        let seen = match since {
+            Since::After(seen) => Some(seen),
+            _ => None,
+        };
+        // Hold live pushes back until the read, so that none falls between them.
+        self.local.add_positioned(group, connection, seen.is_some());
+        self.subscribed(group).await;
+        let read = self
+            .history
+            .read_shared(&self.publisher, history, group, seen);
+        let read = match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(read)) => read,
+            failed => {
+                self.leave(group, connection);
+                return Err(match failed {
+                    Ok(Err(error)) => error,
+                    _ => GroupError::Backend(
+                        format!(
+                            "Redis did not answer the history read within {:?}",
+                            self.timeout
+                        )
+                        .into(),
+                    ),
+                });
+            }
+        };
+        let Some(seen) = seen else {
+            return Ok(Joined {
+                position: Some(read.position.clone()),
+                recovered: None,
+            });
+        };
+        let missed = read.missed(seen, history.recoverable());
+        let recovered = missed.is_some();
+        let replay = missed
+            .unwrap_or_default()
+            .into_iter()
+            .zip(seen.offset + 1..)
+            .filter_map(|(payload, offset)| {
+                let (_, frame) = decode_policy(payload)?;
+                let frame = std::str::from_utf8(frame).ok()?;
+                let position = Position {
+                    offset,
+                    epoch: read.position.epoch.clone(),
+                };
+                Some(Utf8Bytes::from(with_position(frame, &position)))
+            })
+            .collect();
+        let last = self
+            .local
+            .release(group, connection, replay, &read.position)
+            .ok_or(GroupError::Closed)?;
+        Ok(Joined {
+            position: Some(Position {
+                offset: last,
+                epoch: read.position.epoch.clone(),
+            }),
+            recovered: Some(recovered),
+        })
     }
 
     fn sync(&self, group: &str) -> oneshot::Receiver<()> {
@@ -194,12 +347,7 @@ impl GroupLayer for RedisGroups {
             // still in flight (requests are applied in order, and one for a group already
             // subscribed is answered at once). If Redis is down, the member is still joined
             // locally and the channel is subscribed on reconnection.
-            if tokio::time::timeout(self.timeout, self.sync(group))
-                .await
-                .is_err()
-            {
-                tracing::warn!(group, "Redis did not confirm the subscription in time; local delivery only until it does");
-            }
+            self.subscribed(group).await;
             Ok(())
         })
     }
@@ -224,6 +372,9 @@ impl GroupLayer for RedisGroups {
 
     fn send<'a>(&'a self, group: &'a str, push: Push) -> BoxFuture<'a, Result<usize, GroupError>> {
         Box::pin(async move {
+            if let Some(history) = self.history.covering(group) {
+                return self.send_recorded(group, &push, &history).await;
+            }
             let delivered = self.local.deliver(group, &push);
             let frame = push.frame();
             let mut payload = Vec::with_capacity(self.node.len() + 16 + frame.len());
@@ -253,6 +404,74 @@ impl GroupLayer for RedisGroups {
 
     fn stats(&self) -> GroupStats {
         self.local.stats()
+    }
+
+    fn configure_history(&self, history: History) -> Result<(), GroupError> {
+        self.history.configure(history);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(warn_unless_noeviction(self.publisher.clone()));
+        }
+        Ok(())
+    }
+
+    fn join_since<'a>(
+        &'a self,
+        group: &'a str,
+        connection: &'a Connection,
+        since: &'a Since,
+    ) -> BoxFuture<'a, Result<Joined, GroupError>> {
+        Box::pin(async move {
+            match self.history.covering(group) {
+                Some(history) if since.wants_positions() => {
+                    self.join_recorded(group, connection, since, &history).await
+                }
+                _ => {
+                    self.join(group, connection).await?;
+                    Ok(Joined::without_history(since))
+                }
+            }
+        })
+    }
+
+    fn position<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Position>, GroupError>> {
+        Box::pin(async move {
+            let Some(history) = self.history.covering(group) else {
+                return Ok(None);
+            };
+            let read = self
+                .history
+                .read_shared(&self.publisher, &history, group, None);
+            match tokio::time::timeout(self.timeout, read).await {
+                Ok(read) => Ok(Some(read?.position.clone())),
+                Err(_) => Err(GroupError::Backend(
+                    format!(
+                        "Redis did not answer the position read within {:?}",
+                        self.timeout
+                    )
+                    .into(),
+                )),
+            }
+        })
+    }
+}
+
+/// Warns when Redis may evict keys: an evicted stream cannot be replayed.
+async fn warn_unless_noeviction(mut connection: ConnectionManager) {
+    let policy = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async::<Vec<String>>(&mut connection)
+        .await;
+    match policy.as_deref() {
+        Ok([_, policy]) if policy == "noeviction" => {}
+        Ok([_, policy]) => tracing::warn!(
+            policy,
+            "Redis's maxmemory-policy is not noeviction: evicted history streams start over, and their subscribers refetch"
+        ),
+        Ok(_) | Err(_) => tracing::debug!("could not read Redis's maxmemory-policy (CONFIG GET is refused?)"),
     }
 }
 
@@ -320,6 +539,7 @@ struct Subscriber {
     node: String,
     prefix: String,
     report: watch::Sender<RedisStatus>,
+    history: Arc<RedisHistory>,
 }
 
 /// Why a subscription connection ended.
@@ -441,6 +661,10 @@ impl Subscriber {
             return;
         };
         let payload = message.get_payload_bytes();
+        if self.history.covers(group) {
+            self.deliver_recorded(group, payload);
+            return;
+        }
         let Some(frame) = payload.get(self.node.len()..) else {
             return;
         };
@@ -464,6 +688,32 @@ impl Subscriber {
                 tracing::warn!(group, %error, "dropping a Redis group message that is not UTF-8")
             }
         }
+    }
+}
+
+impl Subscriber {
+    /// Hands a push of a group with history to the local members, with its position.
+    fn deliver_recorded(&self, group: &str, payload: &[u8]) {
+        let decoded = split_positioned(payload).and_then(|(offset, epoch, rest)| {
+            let (policy, frame) = decode_policy(rest)?;
+            Some((offset, epoch, policy, std::str::from_utf8(frame).ok()?))
+        });
+        let Some((offset, epoch, policy, frame)) = decoded else {
+            tracing::warn!(
+                group,
+                "dropping a Redis group message without a position (is `history` the same on every node?)"
+            );
+            return;
+        };
+        let position = Position {
+            offset,
+            epoch: epoch.to_owned(),
+        };
+        let push = Push::new(group, Utf8Bytes::from(frame), policy);
+        let positioned = push.with_frame(Utf8Bytes::from(with_position(frame, &position)));
+        let epoch: Arc<str> = Arc::from(epoch);
+        self.local
+            .deliver_at(group, offset, &epoch, &push, &positioned);
     }
 }
 
