@@ -373,3 +373,62 @@ async fn subscribers_coming_back_together_share_history_reads() {
     );
     node.stop().await;
 }
+
+/// Collects what a tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// On one thread, so that the layer's check (a task) logs to this test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn a_redis_that_may_evict_keys_is_warned_about_at_start() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing_subscriber::util::SubscriberInitExt::set_default(subscriber);
+    let warning = "maxmemory-policy is not noeviction";
+
+    let quiet = Node::start(&redis, history()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!log.text().contains(warning), "noeviction: {}", log.text());
+    quiet.stop().await;
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    let node = Node::start(&redis, history()).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.text().contains(warning) {
+        assert!(Instant::now() < deadline, "no warning: {}", log.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.text().contains("allkeys-lru"), "{}", log.text());
+    node.stop().await;
+}
