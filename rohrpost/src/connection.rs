@@ -350,8 +350,21 @@ impl Connection {
         self.inner.groups.leave(group, self)
     }
 
-    /// The server's groups, to send to other groups or inspect them.
-    pub fn groups(&self) -> &Groups {
+    /// The groups this connection is a member of, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups = self.inner.groups.groups_of(self);
+        groups.sort_unstable();
+        groups
+    }
+
+    /// Whether this connection is a member of `group`.
+    pub fn is_member(&self, group: &str) -> bool {
+        self.inner.groups.is_member(group, self)
+    }
+
+    /// The server's groups, to send to any group or inspect them (handlers can also take
+    /// [`Groups`] as an argument).
+    pub fn server_groups(&self) -> &Groups {
         &self.inner.groups
     }
 

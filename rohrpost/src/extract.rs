@@ -70,7 +70,7 @@ impl RequestContext {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a rohrpost handler argument",
     label = "not extractable from a request",
-    note = "handler arguments are `Request`, `Data<T>`, `Connection`, `Groups`, `State<T>`, `RequestId`, or your own type implementing `rohrpost::extract::FromRequest`"
+    note = "handler arguments are `Request`, `Data<T>`, `Connection`, `Groups`, `State<T>`, `Extension<T>`, `RequestId`, or your own type implementing `rohrpost::extract::FromRequest`"
 )]
 pub trait FromRequest: Sized {
     /// Extracts `Self` from the request, or fails with the error reply to send.
@@ -218,6 +218,58 @@ impl<T: Send + Sync + 'static> FromRequest for State<T> {
     }
 }
 
+/// A per-connection value, as a handler argument: what the authentication hook accepted
+/// the connection with ([`Accept::with`](crate::handshake::Accept::with)) or what a handler
+/// or hook stored ([`Connection::insert`]). A missing value fails the request with
+/// "Internal server error." and logs [`MissingExtension`], which names the type.
+///
+/// ```
+/// use rohrpost::prelude::*;
+/// use rohrpost::Extension;
+///
+/// struct User(String);
+///
+/// #[rohrpost_handler("whoami")]
+/// async fn whoami(Extension(user): Extension<User>) -> String {
+///     user.0.clone()
+/// }
+/// ```
+pub struct Extension<T>(pub Arc<T>);
+
+impl<T> Deref for Extension<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Clone for Extension<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Extension<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Extension").field(&self.0).finish()
+    }
+}
+
+/// No per-connection value of the requested type was stored.
+#[derive(Debug, thiserror::Error)]
+#[error("no per-connection value of type `{0}`: give it with Accept::with in the authentication hook, or Connection::insert")]
+pub struct MissingExtension(pub &'static str);
+
+impl<T: Send + Sync + 'static> FromRequest for Extension<T> {
+    fn from_request(cx: &RequestContext) -> Result<Self, Error> {
+        cx.connection
+            .get::<T>()
+            .map(Extension)
+            .ok_or_else(|| Error::internal(MissingExtension(std::any::type_name::<T>())))
+    }
+}
+
 impl FromRequest for Connection {
     fn from_request(cx: &RequestContext) -> Result<Self, Error> {
         Ok(cx.connection.clone())
@@ -226,6 +278,6 @@ impl FromRequest for Connection {
 
 impl FromRequest for Groups {
     fn from_request(cx: &RequestContext) -> Result<Self, Error> {
-        Ok(cx.connection.groups().clone())
+        Ok(cx.connection.server_groups().clone())
     }
 }

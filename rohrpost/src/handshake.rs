@@ -4,6 +4,7 @@
 //! The hook is async, so it can look a session up in a database or a cache before the
 //! connection opens.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,16 +81,23 @@ impl Handshake {
         self.header("origin")
     }
 
-    /// A query parameter's value, as written (not percent-decoded).
-    pub fn query(&self, name: &str) -> Option<&str> {
-        self.uri.query()?.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key == name).then_some(value)
-        })
+    /// A query parameter's value, percent-decoded as a form would encode it (`%C3%A9` is
+    /// `é`, `+` a space); the first one when the name repeats.
+    ///
+    /// ```
+    /// # use rohrpost::handshake::Handshake;
+    /// # fn check(handshake: &Handshake) {
+    /// // ws://host/rohrpost/?user=Zo%C3%AB+K
+    /// assert_eq!(handshake.query("user").as_deref(), Some("Zoë K"));
+    /// # }
+    /// ```
+    pub fn query(&self, name: &str) -> Option<Cow<'_, str>> {
+        form_urlencoded::parse(self.uri.query()?.as_bytes())
+            .find_map(|(key, value)| (key == name).then_some(value))
     }
 
-    /// A cookie's value, from the `Cookie` headers.
-    pub fn cookie(&self, name: &str) -> Option<&str> {
+    /// A cookie's value, from the `Cookie` headers, as sent (cookies have no one encoding).
+    pub fn cookie(&self, name: &str) -> Option<Cow<'_, str>> {
         self.cookies_read.store(true, Ordering::Relaxed);
         self.headers
             .get_all("cookie")
@@ -98,7 +106,7 @@ impl Handshake {
             .flat_map(|header| header.split(';'))
             .find_map(|pair| {
                 let (key, value) = pair.trim().split_once('=')?;
-                (key == name).then_some(value)
+                (key == name).then_some(Cow::Borrowed(value))
             })
     }
 
@@ -213,5 +221,35 @@ impl AuthHook {
 impl fmt::Debug for AuthHook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AuthHook")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handshake(uri: &str, cookie: &str) -> Handshake {
+        let mut headers = HeaderMap::new();
+        headers.insert("cookie", cookie.parse().unwrap());
+        Handshake::new(
+            uri.parse().unwrap(),
+            headers,
+            "127.0.0.1:1".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded_and_cookies_are_as_sent() {
+        let handshake = handshake(
+            "/rohrpost/?user=Zo%C3%AB+K&token=a%26b&user=second&empty=&flag",
+            "session=abc%20d; theme=dark",
+        );
+        assert_eq!(handshake.query("user").as_deref(), Some("Zoë K"));
+        assert_eq!(handshake.query("token").as_deref(), Some("a&b"));
+        assert_eq!(handshake.query("empty").as_deref(), Some(""));
+        assert_eq!(handshake.query("flag").as_deref(), Some(""));
+        assert_eq!(handshake.query("missing"), None);
+        assert_eq!(handshake.cookie("session").as_deref(), Some("abc%20d"));
+        assert_eq!(handshake.cookie("theme").as_deref(), Some("dark"));
     }
 }

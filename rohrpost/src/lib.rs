@@ -11,7 +11,7 @@
 //!
 //! Handlers are plain `async fn`s registered with [`#[rohrpost_handler]`](rohrpost_handler):
 //! they are collected at link time, so nothing has to be listed by hand. Their arguments are
-//! extracted from the request ([`Request`], [`Data<T>`], [`Connection`], [`State<T>`]) and
+//! extracted from the request ([`Request`], [`Data<T>`], [`Connection`], [`State<T>`], [`Extension<T>`]) and
 //! their return value is turned into the reply ([`IntoReply`](reply::IntoReply)).
 //!
 //! ```
@@ -58,6 +58,7 @@
 //! missing. Reference something of that crate from the program, or build the set by hand
 //! with [`Handlers`].
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(any(feature = "client", feature = "redis"))]
 mod backoff;
@@ -84,7 +85,7 @@ mod type_map;
 
 pub use connection::{Connection, SendError};
 pub use error::Error;
-pub use extract::{Data, RequestId, State};
+pub use extract::{Data, Extension, RequestId, State};
 pub use groups::Groups;
 pub use message::{EmptyMessage, Message, Request};
 pub use registry::{DuplicateHandler, Handlers};
@@ -136,8 +137,8 @@ pub use rohrpost_macros::rohrpost_handler;
 /// own dependencies, as for every serde-based crate.
 pub mod prelude {
     pub use crate::{
-        rohrpost_handler, Connection, Data, Error, Groups, Handlers, Json, Message, NoReply,
-        Request, RequestId, Server, State,
+        rohrpost_handler, Connection, Data, Error, Extension, Groups, Handlers, Json, Message,
+        NoReply, Request, RequestId, Server, State,
     };
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{json, Value};
@@ -171,3 +172,8 @@ pub mod __private {
         })
     }
 }
+
+/// The README's Rust snippets, compiled as doc tests (they use the optional features).
+#[cfg(all(doctest, feature = "axum", feature = "sqlx", feature = "client"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeSnippets;

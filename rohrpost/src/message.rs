@@ -81,6 +81,33 @@ impl Message {
         Self::new().with_type(message_type).with_id(id)
     }
 
+    /// A push: a message of `message_type` with `data` and no `id`, for messages the
+    /// server sends on its own (to a group, or on connect). `data` is anything
+    /// serializable; it fails only where serde_json would (a map with non-string keys).
+    ///
+    /// ```
+    /// use rohrpost::Message;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Said<'a> { room: &'a str, user: &'a str, text: &'a str }
+    ///
+    /// let push = Message::push("chat.message", &Said { room: "rust", user: "ada", text: "hi" })?;
+    /// // The data goes through a `serde_json::Value`: its keys come out sorted.
+    /// assert_eq!(
+    ///     push.to_json()?,
+    ///     r#"{"type":"chat.message","data":{"room":"rust","text":"hi","user":"ada"}}"#
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push(
+        message_type: impl Into<String>,
+        data: &impl Serialize,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::new()
+            .with_type(message_type)
+            .with_data(serde_json::to_value(data)?))
+    }
+
     /// An error message (the original's `send_error`): the error is required, the type, id
     /// and data may be added.
     pub fn error(error: impl Into<Value>) -> Self {

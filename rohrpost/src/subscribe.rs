@@ -189,7 +189,7 @@ impl Subscriptions {
             return Ok(Json(Subscribed::to(group)));
         }
         let joined = connection
-            .groups()
+            .server_groups()
             .join_since(&group, &connection, &since)
             .await
             .map_err(Error::internal)?;

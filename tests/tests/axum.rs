@@ -107,7 +107,7 @@ async fn the_async_authentication_hook_runs_on_the_mounted_endpoint() {
         .authenticate(|handshake| async move {
             // Stands in for a session lookup.
             tokio::task::yield_now().await;
-            match handshake.query("token") {
+            match handshake.query("token").as_deref() {
                 Some("ada-token") => Ok(Accept::new().with(User("ada".into()))),
                 Some("hang") => std::future::pending().await,
                 Some(_) => Err(Refusal::forbidden("unknown session")),

@@ -496,3 +496,55 @@ async fn expect_missed<T: serde::de::DeserializeOwned + std::fmt::Debug>(
         }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_headers_and_cookies_reach_the_server_and_a_refusal_keeps_its_status() {
+    use rohrpost::handshake::{Accept, Refusal};
+    let server = rohrpost::Server::builder()
+        .handlers(rohrpost::Handlers::new())
+        .authenticate(|handshake| async move {
+            let bearer = handshake.header("authorization") == Some("Bearer s3cret");
+            let session = handshake.cookie("session").as_deref() == Some("abc");
+            let theme = handshake.cookie("theme").as_deref() == Some("dark");
+            match (bearer, session && theme) {
+                (true, true) => Ok(Accept::new()),
+                (false, _) => Err(Refusal::unauthorized("no bearer token")),
+                (true, false) => Err(Refusal::forbidden("no session")),
+            }
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .spawn();
+    let accepted = Client::builder(server.url())
+        .header("authorization", "Bearer s3cret")
+        .cookie("session", "abc")
+        .cookie("theme", "dark")
+        .connect()
+        .await
+        .expect("accepted");
+    accepted.close().await;
+    let refused = Client::builder(server.url())
+        .header("authorization", "Bearer s3cret")
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        ClientError::Refused {
+            url: server.url(),
+            status: 403,
+            body: "no session".into()
+        }
+    );
+    let invalid = Client::builder(server.url())
+        .header("bad header", "x")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&invalid, ClientError::Connect { reason, .. } if reason.contains("invalid header name")),
+        "{invalid}"
+    );
+    server.shutdown().await;
+}

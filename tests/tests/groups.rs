@@ -13,9 +13,7 @@ use tests::{Client, TestServer};
 #[rohrpost_handler("join")]
 async fn join(conn: Connection, Data(group): Data<String>) -> Result<Vec<String>, Error> {
     conn.join(&group).await.map_err(Error::internal)?;
-    let mut groups = conn.groups().groups_of(&conn);
-    groups.sort();
-    Ok(groups)
+    Ok(conn.groups())
 }
 
 #[rohrpost_handler("leave")]
@@ -29,6 +27,33 @@ async fn shout(groups: Groups, Data(shout): Data<Value>) -> Result<usize, Error>
     let message = Message::success("shout", 0).with_data(shout["message"].clone());
     let group = shout["group"].as_str().unwrap_or_default();
     groups.send(group, &message).await.map_err(Error::internal)
+}
+
+/// Replies with the connection's id.
+#[rohrpost_handler("whoami")]
+async fn whoami(conn: Connection) -> u64 {
+    conn.id()
+}
+
+/// Sends `data.message` to the connection `data.to`; replies whether there was one.
+#[rohrpost_handler("poke")]
+async fn poke(groups: Groups, Data(poke): Data<Value>) -> Result<bool, Error> {
+    let message = Message::push("poked", &poke["message"]).map_err(Error::internal)?;
+    let to = poke["to"].as_u64().unwrap_or_default();
+    groups.send_to(to, &message).map_err(Error::internal)
+}
+
+/// Sends `data.message` to `data.group`, but not to the sender; replies with membership.
+#[rohrpost_handler("shout_others")]
+async fn shout_others(conn: Connection, Data(shout): Data<Value>) -> Result<Value, Error> {
+    let group = shout["group"].as_str().unwrap_or_default();
+    let message = Message::push("shout", &shout["message"]).map_err(Error::internal)?;
+    let reached = conn
+        .server_groups()
+        .send_except(group, &message, &conn)
+        .await
+        .map_err(Error::internal)?;
+    Ok(json!({"reached": reached, "member": conn.is_member(group)}))
 }
 
 async fn start() -> (TestServer, Groups) {
@@ -263,4 +288,39 @@ async fn the_authorization_hook_decides_per_group_object() {
         id: json!("x"),
     };
     assert_eq!(object.group_name(), "todo-x");
+}
+
+#[tokio::test]
+async fn one_connection_is_reached_by_its_id_and_a_sender_can_be_left_out() {
+    let (server, _groups) = start().await;
+    let mut ada = joined(&server, "room").await;
+    let mut bob = joined(&server, "room").await;
+    let bob_id = bob.call(json!({"id": 1, "type": "whoami"})).await["data"].clone();
+    let reply = ada
+        .call(json!({"id": 2, "type": "poke", "data": {"to": bob_id, "message": {"hi": 1}}}))
+        .await;
+    assert_eq!(reply["data"], true);
+    assert_eq!(
+        bob.recv_text().await,
+        r#"{"type":"poked","data":{"hi":1}}"#,
+        "a push without an id"
+    );
+    let reply = ada
+        .call(json!({"id": 3, "type": "poke", "data": {"to": 999_999, "message": {}}}))
+        .await;
+    assert_eq!(reply["data"], false, "no such connection");
+
+    let reply = ada
+        .call(json!({"id": 4, "type": "shout_others", "data": {"group": "room", "message": "hey"}}))
+        .await;
+    assert_eq!(reply["data"], json!({"reached": 1, "member": true}));
+    assert_eq!(
+        bob.recv_json().await,
+        json!({"type": "shout", "data": "hey"})
+    );
+    ada.expect_silence(Duration::from_millis(100)).await;
+    let reply = ada
+        .call(json!({"id": 5, "type": "shout_others", "data": {"group": "elsewhere", "message": "x"}}))
+        .await;
+    assert_eq!(reply["data"], json!({"reached": 0, "member": false}));
 }

@@ -36,7 +36,7 @@ async fn authenticate(sessions: Sessions, handshake: Handshake) -> Result<Accept
         .cookie("session")
         .or_else(|| handshake.query("token"))
         .ok_or_else(|| Refusal::unauthorized("log in first"))?;
-    match sessions.user(token).await {
+    match sessions.user(&token).await {
         Some(name) => Ok(Accept::new().with(User(name))),
         None => Err(Refusal::forbidden("unknown session")),
     }

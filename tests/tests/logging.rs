@@ -40,6 +40,12 @@ impl Log {
     }
 }
 
+/// Never stored on any connection.
+struct NeverStored;
+
+#[rohrpost_handler("needs_extension")]
+async fn needs_extension(_: rohrpost::Extension<NeverStored>) {}
+
 #[tokio::test]
 async fn panics_and_internal_errors_are_logged_with_the_handler_name() {
     let log = Log::default();
@@ -74,6 +80,21 @@ async fn panics_and_internal_errors_are_logged_with_the_handler_name() {
         .unwrap_or_else(|| panic!("no error logged in:\n{text}"));
     assert!(failed.contains("logging::fail"), "{failed}");
     assert!(failed.contains("the secret detail of an error"), "{failed}");
+    // A missing per-connection value: the client sees the generic error, the log names
+    // the type and says where it comes from.
+    assert_eq!(
+        client
+            .call(json!({"id": 3, "type": "needs_extension"}))
+            .await,
+        json!({"id": 3, "type": "needs_extension", "error": "Internal server error."})
+    );
+    let text = log.text();
+    let missing = text
+        .lines()
+        .find(|line| line.contains("no per-connection value"))
+        .unwrap_or_else(|| panic!("no missing extension logged in:\n{text}"));
+    assert!(missing.contains("logging::NeverStored"), "{missing}");
+    assert!(missing.contains("Accept::with"), "{missing}");
     let metrics = server.metrics.snapshot();
-    assert_eq!((metrics.handler_panics, metrics.handler_errors), (1, 1));
+    assert_eq!((metrics.handler_panics, metrics.handler_errors), (1, 2));
 }

@@ -26,8 +26,18 @@ impl Node {
         .await
         .expect("Redis reachable");
         let groups = Groups::new(layer.clone());
+        let shout = |conn: Connection, Data(n): Data<u64>| async move {
+            let message = Message::success("subscription-update", n).with_data(json!({"n": n}));
+            conn.server_groups()
+                .send_except("g-1", &message, &conn)
+                .await
+                .map_err(Error::internal)
+        };
+        let handlers = Handlers::new()
+            .merge(Subscriptions::allow_all().handlers())
+            .handler("shout", shout);
         let builder = Server::builder()
-            .handlers(Handlers::new().merge(Subscriptions::allow_all().handlers()))
+            .handlers(handlers)
             .groups(groups.clone())
             .history(history);
         Self {
@@ -431,4 +441,34 @@ async fn a_redis_that_may_evict_keys_is_warned_about_at_start() {
     }
     assert!(log.text().contains("allkeys-lru"), "{}", log.text());
     node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_leaves_its_sender_out_does_so_on_its_node_only() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let a = Node::start(&redis, history()).await;
+    let b = Node::start(&redis, history()).await;
+    let mut sender = a.server.client().await;
+    let mut on_a = a.server.client().await;
+    let mut on_b = b.server.client().await;
+    for client in [&mut sender, &mut on_a, &mut on_b] {
+        client.call(subscribe(1, Value::Null)).await;
+    }
+    let reply = sender
+        .call(json!({"id": 2, "type": "shout", "data": 7}))
+        .await;
+    assert!(reply.get("error").is_none(), "{reply}");
+    assert_eq!(pushes(&mut on_a, 1).await, [(7, 1)]);
+    assert_eq!(pushes(&mut on_b, 1).await, [(7, 1)]);
+    sender.expect_silence(Duration::from_millis(150)).await;
+    // The stream kept it: a subscriber that comes back from before gets it, sender or not.
+    let epoch = on_a.call(subscribe(3, Value::Null)).await["data"]["epoch"].clone();
+    let mut back = a.server.client().await;
+    back.send_json(subscribe(4, json!({"offset": 0, "epoch": epoch})))
+        .await;
+    assert_eq!(pushes(&mut back, 1).await, [(7, 1)]);
+    a.stop().await;
+    b.stop().await;
 }

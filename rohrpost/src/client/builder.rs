@@ -28,6 +28,10 @@ pub struct ClientBuilder {
     pub(super) call_timeout: Duration,
     pub(super) backoff_min: Duration,
     pub(super) backoff_max: Duration,
+    pub(super) push_backlog: usize,
+    /// Handshake headers, cookies folded into one `Cookie` header at connect.
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) cookies: Vec<(String, String)>,
     #[cfg(feature = "client-tls")]
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -57,6 +61,37 @@ impl ClientBuilder {
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff_min = min.max(MIN_DURATION);
         self.backoff_max = max.max(self.backoff_min);
+        self
+    }
+
+    /// How many pushes the client keeps for listeners that come later (default 1,000; see
+    /// [`Client::on`](super::Client::on)): past it the oldest kept one is dropped, with a
+    /// warning. 0 keeps none: only listeners that exist get a push.
+    pub fn push_backlog(mut self, pushes: usize) -> Self {
+        self.push_backlog = pushes;
+        self
+    }
+
+    /// A header of the handshake request (`Authorization`, say), sent on every
+    /// (re)connection. An invalid name or value fails [`connect`](Self::connect).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), rohrpost::client::ClientError> {
+    /// let client = rohrpost::client::Client::builder("ws://127.0.0.1:8000/rohrpost/")
+    ///     .header("authorization", "Bearer s3cret")
+    ///     .cookie("session", "abc123")
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// A cookie of the handshake request; all of them go in one `Cookie` header.
+    pub fn cookie(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.cookies.push((name.into(), value.into()));
         self
     }
 
@@ -129,6 +164,9 @@ impl ClientBuilder {
             call_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            push_backlog: super::DEFAULT_PUSH_BACKLOG,
+            headers: Vec::new(),
+            cookies: Vec::new(),
             #[cfg(feature = "client-tls")]
             tls: None,
         }

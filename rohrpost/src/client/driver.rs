@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
+use super::pushes::Pushes;
 use super::requests::{Outgoing, Requests, Routed};
 use super::transport::{open, Socket};
 use super::{ClientBuilder, Command, ConnectionState};
@@ -22,7 +23,7 @@ pub(super) struct Driver {
     commands: mpsc::UnboundedReceiver<Command>,
     report: watch::Sender<ConnectionState>,
     requests: Requests,
-    incoming: Option<mpsc::UnboundedSender<Value>>,
+    pushes: Pushes,
 }
 
 /// Why a connection ended.
@@ -47,12 +48,13 @@ impl Driver {
         report: watch::Sender<ConnectionState>,
         next_id: Arc<AtomicU64>,
     ) -> Self {
+        let pushes = Pushes::new(settings.push_backlog);
         Self {
+            pushes,
             settings,
             commands,
             report,
             requests: Requests::new(next_id),
-            incoming: None,
         }
     }
 
@@ -119,7 +121,7 @@ impl Driver {
 
     fn offline(&mut self, command: Command) {
         match command {
-            Command::Incoming(sender) => self.incoming = Some(sender),
+            Command::Listen(listener) => self.pushes.listen(listener),
             command => self.requests.offline(command),
         }
     }
@@ -162,8 +164,8 @@ impl Driver {
 
     /// Writes what a command asks for, if anything.
     async fn online(&mut self, socket: &mut Socket, command: Command) -> Result<(), ()> {
-        if let Command::Incoming(sender) = command {
-            self.incoming = Some(sender);
+        if let Command::Listen(listener) = command {
+            self.pushes.listen(listener);
             return Ok(());
         }
         match self.requests.outgoing(command) {
@@ -233,7 +235,7 @@ impl Driver {
         }
     }
 
-    /// Routes one text frame; what is neither a reply nor an update goes to `incoming`.
+    /// Routes one text frame; what is neither a reply nor an update is a push.
     fn receive(&mut self, text: &str) {
         let Ok(Value::Object(message)) = serde_json::from_str::<Value>(text) else {
             tracing::warn!(
@@ -243,12 +245,7 @@ impl Driver {
             return;
         };
         if let Routed::Other(message) = self.requests.receive(message) {
-            match &self.incoming {
-                Some(incoming) => {
-                    let _ = incoming.send(message);
-                }
-                None => tracing::debug!(%message, "unrouted message from the server"),
-            }
+            self.pushes.receive(message);
         }
     }
 }

@@ -33,6 +33,17 @@ pub enum ClientError {
         /// What failed.
         reason: String,
     },
+    /// The server refused the handshake (its authentication hook, an origin check): the
+    /// HTTP status and body it answered with.
+    #[error("{url} refused the connection with HTTP {status}: {body}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// The HTTP status (401, 403, 503…).
+        status: u16,
+        /// The response body (the refusal's reason).
+        body: String,
+    },
     /// A reply or update did not decode into the requested type.
     #[error("cannot decode {what}: {reason}")]
     Decode {

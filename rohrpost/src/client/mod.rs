@@ -33,7 +33,7 @@
 //!   re-subscribes every group, and re-sends subscribe requests that were waiting. Calls
 //!   made while reconnecting wait for the connection (within their timeout; up to 10,000).
 //! - `wss://` with the `client-tls` feature (rustls, trusting the Mozilla roots of
-//!   webpki-roots; [`ClientBuilder::tls_config`] for a private CA or client certificates).
+//!   webpki-roots; `ClientBuilder::tls_config` for a private CA or client certificates).
 //! - [`Client::state`] tells whether it is connected, reconnecting or closed.
 //! - Subscriptions resume: the client remembers the last position of each group with
 //!   history and re-subscribes from it (`since`), so the server replays what was missed;
@@ -42,6 +42,7 @@
 mod builder;
 mod driver;
 mod error;
+mod pushes;
 mod requests;
 mod subscription;
 mod transport;
@@ -59,6 +60,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use self::builder::ClientBuilder;
 pub use self::error::ClientError;
+use self::pushes::Listener;
+pub use self::pushes::{Pushed, DEFAULT_PUSH_BACKLOG};
 use self::subscription::Delivery;
 pub use self::subscription::{Subscription, Update};
 use crate::subscribe::GroupObject;
@@ -117,7 +120,7 @@ enum Command {
         key: u64,
         group: String,
     },
-    Incoming(mpsc::UnboundedSender<Value>),
+    Listen(Listener),
     Close,
 }
 
@@ -228,11 +231,45 @@ impl Client {
         })
     }
 
-    /// Every message that is neither a reply to a call nor a subscription update (for
-    /// messages a server pushes on its own). Calling it again replaces the earlier stream.
+    /// Every message that is neither a reply to a call nor a subscription update (what a
+    /// server pushes on its own), whole: first those kept since the client connected (the
+    /// last [`push_backlog`](ClientBuilder::push_backlog), 1,000 by default), then the
+    /// ones that come. Any number of listeners may listen; each gets every message.
     pub fn incoming(&self) -> mpsc::UnboundedReceiver<Value> {
+        self.listen(None)
+    }
+
+    /// The pushes of one `type`, their `data` decoded as `T`: first those kept since the
+    /// client connected, then the ones that come.
+    ///
+    /// ```no_run
+    /// use rohrpost::client::Client;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Said { room: String, user: String, text: String }
+    ///
+    /// # async fn run() -> Result<(), rohrpost::client::ClientError> {
+    /// let client = Client::connect("ws://127.0.0.1:8000/rohrpost/?user=ada").await?;
+    /// let mut said = client.on::<Said>("chat.message");
+    /// while let Some(message) = said.next().await {
+    ///     let message = message?;
+    ///     println!("[{}] {}: {}", message.room, message.user, message.text);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn on<T: DeserializeOwned>(&self, message_type: &str) -> Pushed<T> {
+        Pushed {
+            receiver: self.listen(Some(message_type.to_owned())),
+            kind: PhantomData,
+        }
+    }
+
+    fn listen(&self, message_type: Option<String>) -> mpsc::UnboundedReceiver<Value> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let _ = self.command(Command::Incoming(sender));
+        let _ = self.command(Command::Listen(Listener {
+            message_type,
+            sender,
+        }));
         receiver
     }
 

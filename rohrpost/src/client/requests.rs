@@ -101,7 +101,7 @@ impl Requests {
             Command::Unsubscribe { key, group } => {
                 self.forget(key, &group);
             }
-            Command::Send { .. } | Command::Close | Command::Incoming(_) => {}
+            Command::Send { .. } | Command::Close | Command::Listen(_) => {}
             Command::Call { reply, .. } if self.waiting.len() >= MAX_WAITING => {
                 let _ = reply.send(Err(ClientError::Disconnected));
             }
@@ -167,7 +167,7 @@ impl Requests {
                     data: object.and_then(|o| serde_json::to_value(o).ok()),
                 })
             }
-            Command::Incoming(_) | Command::Close => None,
+            Command::Listen(_) | Command::Close => None,
         }
     }
 

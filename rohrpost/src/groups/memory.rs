@@ -169,7 +169,7 @@ impl Memberships {
                     Some(positioned) if member.positioned => positioned,
                     _ => push,
                 };
-                member.connection.try_send_push(push).is_ok()
+                push.reaches(&member.connection) && member.connection.try_send_push(push).is_ok()
             })
             .count()
     }
@@ -260,6 +260,9 @@ impl MemoryGroups {
         };
         let mut delivered = 0;
         for member in members.values_mut() {
+            if !push.reaches(&member.connection) {
+                continue;
+            }
             if let Some(held) = member.pending.as_mut() {
                 held.push(Held {
                     offset,
@@ -410,6 +413,13 @@ impl GroupLayer for MemoryGroups {
 
     fn member_count(&self, group: &str) -> usize {
         self.read().members.get(group).map_or(0, HashMap::len)
+    }
+
+    fn is_member(&self, group: &str, connection: &Connection) -> bool {
+        self.read()
+            .members
+            .get(group)
+            .is_some_and(|members| members.contains_key(&connection.id()))
     }
 
     fn stats(&self) -> GroupStats {

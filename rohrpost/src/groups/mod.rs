@@ -123,6 +123,8 @@ pub struct Push {
     frame: Utf8Bytes,
     policy: Policy,
     class: Class,
+    /// A local connection that does not get it (its sender).
+    except: Option<u64>,
 }
 
 impl Push {
@@ -142,7 +144,24 @@ impl Push {
             frame: frame.into(),
             policy,
             class,
+            except: None,
         }
+    }
+
+    /// The same push for every member but `connection` (of this process).
+    pub fn except(mut self, connection: &Connection) -> Self {
+        self.except = Some(connection.id());
+        self
+    }
+
+    /// The local connection that does not get it, if any.
+    pub fn excepted(&self) -> Option<u64> {
+        self.except
+    }
+
+    /// Whether the member `connection` gets it.
+    pub(crate) fn reaches(&self, connection: &Connection) -> bool {
+        self.except != Some(connection.id())
     }
 
     /// The JSON text frame.
@@ -165,6 +184,7 @@ impl Push {
             frame,
             policy: self.policy.clone(),
             class: self.class.clone(),
+            except: self.except,
         }
     }
 
@@ -174,6 +194,7 @@ impl Push {
             frame,
             policy: Policy::Disconnect,
             class: Class::Plain,
+            except: None,
         }
     }
 }
@@ -278,6 +299,12 @@ pub trait GroupLayer: Send + Sync + 'static {
     /// How many local connections are members of `group`.
     fn member_count(&self, group: &str) -> usize;
 
+    /// Whether `connection` is a member of `group` (the default asks
+    /// [`groups_of`](Self::groups_of)).
+    fn is_member(&self, group: &str, connection: &Connection) -> bool {
+        self.groups_of(connection).iter().any(|g| g == group)
+    }
+
     /// The layer's bookkeeping counts.
     fn stats(&self) -> GroupStats;
 
@@ -341,6 +368,8 @@ pub trait GroupLayer: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Groups {
     layer: Arc<dyn GroupLayer>,
+    /// The open connections of this process, by id.
+    connections: Arc<std::sync::Mutex<std::collections::HashMap<u64, Connection>>>,
 }
 
 impl Groups {
@@ -353,6 +382,7 @@ impl Groups {
     pub fn new(layer: impl GroupLayer) -> Self {
         Self {
             layer: Arc::new(layer),
+            connections: Arc::default(),
         }
     }
 
@@ -372,6 +402,60 @@ impl Groups {
     ) -> Result<usize, GroupError> {
         let frame = message.to_json()?;
         self.send_push(group, Push::new(group, frame, policy)).await
+    }
+
+    /// Sends `message` to every member of `group` but `connection` (its sender, say):
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// #[rohrpost_handler("chat.say")]
+    /// async fn say(conn: Connection, Data(text): Data<String>) -> Result<Json<Value>, Error> {
+    ///     let said = Message::push("chat.message", &json!({"text": text})).map_err(Error::internal)?;
+    ///     conn.server_groups().send_except("room-1", &said, &conn).await.map_err(Error::internal)?;
+    ///     Ok(Json(json!({})))
+    /// }
+    /// ```
+    pub async fn send_except(
+        &self,
+        group: &str,
+        message: &Message,
+        connection: &Connection,
+    ) -> Result<usize, GroupError> {
+        let frame = message.to_json()?;
+        let push = Push::new(group, frame, Policy::Disconnect).except(connection);
+        self.send_push(group, push).await
+    }
+
+    /// Sends `message` to the open connection `id` of this process; returns whether there
+    /// was one. Its queue follows [`Policy::Disconnect`].
+    pub fn send_to(&self, id: u64, message: &Message) -> Result<bool, GroupError> {
+        let frame = message.to_json()?;
+        let Some(connection) = self.connection(id) else {
+            return Ok(false);
+        };
+        let push = Push::new("", frame, Policy::Disconnect);
+        Ok(connection.try_send_push(&push).is_ok())
+    }
+
+    /// The open connection `id` of this process, if there is one.
+    pub fn connection(&self, id: u64) -> Option<Connection> {
+        crate::lock::lock(&self.connections).get(&id).cloned()
+    }
+
+    /// Notes an open connection, so that [`send_to`](Self::send_to) finds it.
+    pub(crate) fn register(&self, connection: &Connection) {
+        crate::lock::lock(&self.connections).insert(connection.id(), connection.clone());
+    }
+
+    /// Forgets a connection that closed.
+    pub(crate) fn unregister(&self, connection: &Connection) {
+        crate::lock::lock(&self.connections).remove(&connection.id());
+    }
+
+    /// Whether `connection` is a member of `group`.
+    pub fn is_member(&self, group: &str, connection: &Connection) -> bool {
+        self.layer.is_member(group, connection)
     }
 
     /// Sends a volatile message (a cursor, a ticker, progress): a member whose queue is full

@@ -4,6 +4,7 @@
 mod axum;
 mod config;
 mod connections;
+mod hooks;
 mod join;
 mod origin;
 mod socket;
@@ -27,12 +28,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use self::config::Config;
 use self::connections::Connections;
+use self::hooks::ConnectionHook;
 
 use crate::dispatch::Dispatcher;
 use crate::groups::History;
 use crate::handshake::{Accept, AuthHook, Handshake, Refusal};
 use crate::type_map::TypeMap;
-use crate::{Groups, Handlers};
+use crate::{Connection, Groups, Handlers};
 
 /// The default endpoint path, as in the original's routing (`/rohrpost/`).
 pub const DEFAULT_PATH: &str = "/rohrpost/";
@@ -130,6 +132,8 @@ pub struct ServerBuilder {
     history: Option<History>,
     state: TypeMap,
     authenticate: Option<AuthHook>,
+    on_connect: Option<ConnectionHook>,
+    on_disconnect: Option<ConnectionHook>,
 }
 
 /// A per-connection message rate limit: a token bucket refilled at `per_second`, holding
@@ -337,7 +341,7 @@ impl ServerBuilder {
     ///         let token = handshake
     ///             .query("token")
     ///             .ok_or_else(|| Refusal::unauthorized("a token is required"))?;
-    ///         match sessions.get(token) {
+    ///         match sessions.get(&*token) {
     ///             Some(name) => Ok(Accept::new().with(User(name.clone()))),
     ///             None => Err(Refusal::forbidden("unknown token")),
     ///         }
@@ -350,6 +354,62 @@ impl ServerBuilder {
         Fut: Future<Output = Result<Accept, Refusal>> + Send + 'static,
     {
         self.authenticate = Some(AuthHook::new(hook));
+        self
+    }
+
+    /// Runs `hook` for every new connection, after its handshake and before its first
+    /// message is read: it may join groups and send (what it sends goes out first). The
+    /// handshake's state is on the connection ([`Connection::get`](crate::Connection::get)).
+    /// Bounded by the [`handler_timeout`](Self::handler_timeout); a hook that panics or
+    /// runs over is logged.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// struct User(String);
+    ///
+    /// let builder = Server::builder().on_connect(|conn: Connection| async move {
+    ///     let Some(user) = conn.get::<User>() else { return };
+    ///     // Every connection of a user is in the user's group: a direct message reaches
+    ///     // them all, even one that has sent nothing yet.
+    ///     let _ = conn.join(&format!("user-{}", user.0)).await;
+    ///     if let Ok(welcome) = Message::push("welcome", &json!({"user": user.0})) {
+    ///         let _ = conn.send(welcome).await;
+    ///     }
+    /// });
+    /// ```
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connect = Some(ConnectionHook::new("on_connect", hook));
+        self
+    }
+
+    /// Runs `hook` when a connection has ended, however it ended (the client left, a
+    /// timeout, a slow consumer, a shutdown), while it is still a member of its groups:
+    /// [`Connection::groups`](crate::Connection::groups) lists them, and a message to them
+    /// can leave it out with [`Groups::send_except`]. It can no longer send. Bounded by the
+    /// [`handler_timeout`](Self::handler_timeout).
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// let builder = Server::builder().on_disconnect(|conn: Connection| async move {
+    ///     for room in conn.groups() {
+    ///         if let Ok(left) = Message::push("left", &json!({"room": room})) {
+    ///             let _ = conn.server_groups().send_except(&room, &left, &conn).await;
+    ///         }
+    ///     }
+    /// });
+    /// ```
+    pub fn on_disconnect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnect = Some(ConnectionHook::new("on_disconnect", hook));
         self
     }
 
@@ -440,6 +500,8 @@ impl ServerBuilder {
             ),
             metrics,
             authenticate: self.authenticate,
+            on_connect: self.on_connect,
+            on_disconnect: self.on_disconnect,
             groups,
             websocket: self.config.websocket(),
             connections: Connections::default(),
@@ -483,6 +545,8 @@ struct Shared {
     dispatcher: Dispatcher,
     metrics: Metrics,
     authenticate: Option<AuthHook>,
+    on_connect: Option<ConnectionHook>,
+    on_disconnect: Option<ConnectionHook>,
     groups: Groups,
     websocket: WebSocketConfig,
 }
@@ -532,6 +596,38 @@ impl Server {
         format!("ws://{}{}", self.local_addr, self.shared.config.path)
     }
 
+    /// Serves in a task of its own, until [`RunningServer::shutdown`] (or until the handle
+    /// is dropped): for tests, and for apps that serve beside other work.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let running = Server::bind("127.0.0.1:0").await?.spawn();
+    /// assert!(running.url().starts_with("ws://127.0.0.1:"));
+    /// // … connect clients to running.url() …
+    /// running.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn spawn(self) -> RunningServer {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let url = self.url();
+        let local_addr = self.local_addr;
+        let groups = self.shared.groups.clone();
+        let metrics = self.metrics();
+        let task = tokio::spawn(self.serve_until(async move {
+            let _ = stopped.await;
+        }));
+        RunningServer {
+            url,
+            local_addr,
+            groups,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully (see
     /// [`serve_until`](Self::serve_until)).
     pub async fn serve(self) {
@@ -570,6 +666,59 @@ impl Server {
             .shut_down(shared.config.shutdown_timeout)
             .await;
         tracing::info!("rohrpost server stopped");
+    }
+}
+
+/// A server serving in its own task ([`Server::spawn`]); dropping it begins the shutdown.
+#[derive(Debug)]
+pub struct RunningServer {
+    url: String,
+    local_addr: SocketAddr,
+    groups: Groups,
+    metrics: Metrics,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The endpoint's URL, e.g. `ws://127.0.0.1:8000/rohrpost/`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The server's groups.
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Shuts the server down gracefully (see [`Server::serve_until`]) and waits for it.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "the server task failed");
+            }
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 

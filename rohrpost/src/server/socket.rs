@@ -87,7 +87,11 @@ pub(crate) async fn run<S: Transport>(
     // Leaves every group and the server's list when this task ends, however it ends.
     let _membership = LeaveOnDrop(connection.clone(), shared.clone());
     shared.connections.register(&connection);
+    shared.groups.register(&connection);
     tracing::debug!(connection = id, %peer, "connection opened");
+    if let Some(hook) = &shared.on_connect {
+        hook.run(&connection, shared.config.handler_timeout).await;
+    }
     // Reader and writer share this task: a reply queued by the reader is written in the
     // same poll (the reader is polled first), and dropping the task drops the socket.
     let reading = async {
@@ -105,7 +109,10 @@ pub(crate) async fn run<S: Transport>(
     let (end, unsent) = super::join::join(reading, writing).await;
     // Nothing can reach the connection any more: leave its groups now, not after lingering.
     connection.stop();
-    connection.groups().leave_all(&connection);
+    if let Some(hook) = &shared.on_disconnect {
+        hook.run(&connection, shared.config.handler_timeout).await;
+    }
+    connection.server_groups().leave_all(&connection);
     match sink.reunite(stream) {
         // Boxed: the closing steps hold the whole socket and their timers, which every idle
         // connection's task would otherwise reserve room for all its life.
@@ -536,7 +543,8 @@ impl Drop for LeaveOnDrop {
         // Marks the connection closed first, so that a join racing with the close undoes
         // itself (see `Groups::join`).
         self.0.stop();
-        self.0.groups().leave_all(&self.0);
+        self.0.server_groups().leave_all(&self.0);
+        self.0.server_groups().unregister(&self.0);
         self.1.connections.unregister(&self.0);
     }
 }

@@ -216,7 +216,14 @@ impl RedisGroups {
         push: &Push,
         history: &History,
     ) -> Result<usize, GroupError> {
-        let mut payload = Vec::with_capacity(16 + push.frame().len());
+        let mut payload = Vec::with_capacity(48 + push.frame().len());
+        if let Some(id) = push.excepted() {
+            // Only this node's connection of that id is left out.
+            payload.push(b'e');
+            payload.extend_from_slice(self.node.as_bytes());
+            payload.extend_from_slice(id.to_string().as_bytes());
+            payload.push(b':');
+        }
         encode_policy(push.policy(), &mut payload);
         payload.extend_from_slice(push.frame().as_bytes());
         let channel = format!("{}{group}", self.prefix);
@@ -295,6 +302,7 @@ impl RedisGroups {
             .into_iter()
             .zip(seen.offset + 1..)
             .filter_map(|(payload, offset)| {
+                let (_, payload) = split_except(payload)?;
                 let (_, frame) = decode_policy(payload)?;
                 let frame = std::str::from_utf8(frame).ok()?;
                 let position = Position {
@@ -402,6 +410,10 @@ impl GroupLayer for RedisGroups {
         self.local.member_count(group)
     }
 
+    fn is_member(&self, group: &str, connection: &Connection) -> bool {
+        self.local.is_member(group, connection)
+    }
+
     fn stats(&self) -> GroupStats {
         self.local.stats()
     }
@@ -506,6 +518,20 @@ fn encode_policy(policy: &Policy, payload: &mut Vec<u8>) {
             payload.extend_from_slice(pk.as_bytes());
         }
     }
+}
+
+/// Reads the connection a push leaves out off the front of a payload (`e`, the node id with
+/// its colon, the connection id and a colon), when there is one; returns it and the rest.
+#[allow(clippy::type_complexity)]
+fn split_except(payload: &[u8]) -> Option<(Option<(&[u8], u64)>, &[u8])> {
+    let Some(rest) = payload.strip_prefix(b"e") else {
+        return Some((None, payload));
+    };
+    let node = rest.get(..17)?;
+    let rest = &rest[17..];
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let id = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    Some((Some((node, id)), &rest[colon + 1..]))
 }
 
 /// Reads a push's policy off the front of a payload; returns it and the rest (the frame).
@@ -695,10 +721,17 @@ impl Subscriber {
     /// Hands a push of a group with history to the local members, with its position.
     fn deliver_recorded(&self, group: &str, payload: &[u8]) {
         let decoded = split_positioned(payload).and_then(|(offset, epoch, rest)| {
+            let (except, rest) = split_except(rest)?;
             let (policy, frame) = decode_policy(rest)?;
-            Some((offset, epoch, policy, std::str::from_utf8(frame).ok()?))
+            Some((
+                offset,
+                epoch,
+                except,
+                policy,
+                std::str::from_utf8(frame).ok()?,
+            ))
         });
-        let Some((offset, epoch, policy, frame)) = decoded else {
+        let Some((offset, epoch, except, policy, frame)) = decoded else {
             tracing::warn!(
                 group,
                 "dropping a Redis group message without a position (is `history` the same on every node?)"
@@ -709,7 +742,12 @@ impl Subscriber {
             offset,
             epoch: epoch.to_owned(),
         };
-        let push = Push::new(group, Utf8Bytes::from(frame), policy);
+        let mut push = Push::new(group, Utf8Bytes::from(frame), policy);
+        if let Some((node, id)) = except {
+            if node == self.node.as_bytes() {
+                push.except = Some(id);
+            }
+        }
         let positioned = push.with_frame(Utf8Bytes::from(with_position(frame, &position)));
         let epoch: Arc<str> = Arc::from(epoch);
         self.local
