@@ -55,7 +55,13 @@ impl Dispatcher {
     /// message's id and type when it has them.
     pub(crate) fn refuse(&self, text: &str, error: &str) -> String {
         match parse(text) {
-            Ok(request) => error_json(&request.id, &request.message_type, error),
+            Ok(request) => {
+                let reply = error_json(&request.id, &request.message_type, error);
+                match ExactId::of(text, &request.id) {
+                    Some(exact) => exact.restore(reply),
+                    None => reply,
+                }
+            }
             Err(reply) => reply,
         }
     }
@@ -70,9 +76,10 @@ impl Dispatcher {
             Ok(request) => request,
             Err(reply) => return Some(reply),
         };
+        let exact = ExactId::of(&text, &request.id);
         // The frame (up to the message size limit) need not live while the handler runs.
         drop(text);
-        match self.handlers.get(&request.message_type) {
+        let reply = match self.handlers.get(&request.message_type) {
             Some((message_type, handler)) => {
                 self.run(message_type, handler, request, connection).await
             }
@@ -81,6 +88,10 @@ impl Dispatcher {
                 let error = protocol::unknown_type(&request.message_type);
                 Some(error_json(&request.id, &request.message_type, &error))
             }
+        };
+        match exact {
+            Some(exact) => reply.map(|reply| exact.restore(reply)),
+            None => reply,
         }
     }
 
@@ -148,6 +159,42 @@ impl Dispatcher {
     }
 }
 
+/// An id that serde_json would not write back as it was sent: a number that is not a 64-bit
+/// integer (`18446744073709551617`, `1.0`, `1e2`) becomes an `f64`. Replies start with
+/// `{"id":`, so the id as written is put back in their first bytes.
+struct ExactId {
+    /// `{"id":` and the id as serde_json writes it.
+    written: String,
+    /// `{"id":` and the id as the client sent it.
+    sent: String,
+}
+
+impl ExactId {
+    /// `None` for the usual ids (integers, strings, …): nothing to restore.
+    fn of(text: &str, id: &Value) -> Option<Self> {
+        if !matches!(id, Value::Number(number) if number.is_f64()) {
+            return None;
+        }
+        #[derive(serde::Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow)]
+            id: &'a serde_json::value::RawValue,
+        }
+        let sent = serde_json::from_str::<Id<'_>>(text).ok()?.id.get();
+        Some(Self {
+            written: format!(r#"{{"id":{}"#, serde_json::to_string(id).ok()?),
+            sent: format!(r#"{{"id":{sent}"#),
+        })
+    }
+
+    fn restore(&self, reply: String) -> String {
+        match reply.strip_prefix(&self.written) {
+            Some(rest) if rest.starts_with([',', '}']) => format!("{}{rest}", self.sent),
+            _ => reply,
+        }
+    }
+}
+
 /// `message` with the request's id and type: `{"id", "type", "data"?, "error"}`.
 fn reply_to(id: &Value, message_type: &str, message: Message) -> String {
     json_of(message.with_id(id.clone()).with_type(message_type))
@@ -180,8 +227,12 @@ pub(crate) fn parse(text: &str) -> Result<Request, String> {
         return Err(bare_error(protocol::MISSING_ID));
     };
     let Value::String(message_type) = message_type else {
-        let reply = Message::error(protocol::TYPE_NOT_A_STRING).with_id(id);
-        return Err(json_of(reply));
+        let exact = ExactId::of(text, &id);
+        let reply = json_of(Message::error(protocol::TYPE_NOT_A_STRING).with_id(id));
+        return Err(match exact {
+            Some(exact) => exact.restore(reply),
+            None => reply,
+        });
     };
     let data = fields.remove("data");
     Ok(Request {
@@ -342,6 +393,30 @@ mod tests {
         #[test]
         fn any_request_gets_a_json_reply_and_no_panic(request in request()) {
             check_reply(dispatch_detached(&request.to_string()));
+        }
+    }
+
+    #[test]
+    fn ids_a_64_bit_number_cannot_hold_come_back_as_sent() {
+        let cases = [
+            (
+                r#"{"id":18446744073709551617,"type":"ping"}"#,
+                r#"{"id":18446744073709551617,"type":"pong"}"#,
+            ),
+            (
+                r#"{"type":"echo","data":[1],"id":  1.50}"#,
+                r#"{"id":1.50,"type":"echo","data":[1]}"#,
+            ),
+            (
+                r#"{"id":1e2,"type":"fail"}"#,
+                r#"{"id":1e2,"type":"fail","error":"Internal server error."}"#,
+            ),
+            // Usual ids are written by serde_json as they were.
+            (r#"{"id":7,"type":"ping"}"#, r#"{"id":7,"type":"pong"}"#),
+            (r#"{"id":"a","type":"ping"}"#, r#"{"id":"a","type":"pong"}"#),
+        ];
+        for (sent, expected) in cases {
+            assert_eq!(dispatch_detached(sent).as_deref(), Some(expected), "{sent}");
         }
     }
 

@@ -85,6 +85,30 @@ async fn odd_json_gets_clear_errors_and_the_connection_stays() {
         client.call(json!({"id": 4, "type": "ping"})).await["type"],
         "pong"
     );
+    // Ids come back as the very text the client sent, also those a 64-bit number cannot
+    // hold: in replies, pongs, error replies and the unknown-type error.
+    let exact = [
+        (
+            r#"{"id": 18446744073709551617, "type": "ping"}"#,
+            r#"{"id":18446744073709551617,"type":"pong"}"#,
+        ),
+        (
+            r#"{"id":1.0,"type":"echo","data":1}"#,
+            r#"{"id":1.0,"type":"echo","data":1}"#,
+        ),
+        (
+            r#"{"id":1e2,"type":"nope"}"#,
+            r#"{"id":1e2,"type":"nope","error":"Unknown message type 'nope'."}"#,
+        ),
+        (
+            r#"{"id":-0.50,"type":7}"#,
+            r#"{"id":-0.50,"error":"Field 'type' must be a string."}"#,
+        ),
+    ];
+    for (sent, expected) in exact {
+        client.send_text(sent).await;
+        assert_eq!(client.recv_text().await, expected, "for {sent}");
+    }
 }
 
 #[tokio::test]
