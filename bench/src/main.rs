@@ -285,16 +285,18 @@ fn warn_if_generator_bound(saturated: bool) {
 }
 
 async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: usize) -> Value {
+    const KINDS: [Kind; 3] = [Kind::EchoBaseline, Kind::Rohrpost, Kind::SerdePing];
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
+    let mut serde_ratios = Vec::new();
     let mut p99_ratios = Vec::new();
     let mut p50_deltas = Vec::new();
     let mut saturated = false;
     let mut cpu_ratios = Vec::new();
-    let progress = bar((rounds * 2) as u64, "rtt rounds");
+    let progress = bar((rounds * KINDS.len()) as u64, "rtt rounds");
     for round in 0..rounds {
-        let mut pair = Vec::new();
-        for kind in [Kind::EchoBaseline, Kind::Rohrpost] {
+        let mut runs = Vec::new();
+        for kind in KINDS {
             let server = ServerProcess::start(kind, None, None);
             let path = if kind == Kind::Rohrpost {
                 "/rohrpost/"
@@ -307,17 +309,18 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
             let server_share = (server.cpu_time() - server_cpu).as_secs_f64() / wall;
             let generator_share = (process::own_cpu_time() - own_cpu).as_secs_f64() / wall;
             progress.inc(1);
-            pair.push((kind, result, server_share, generator_share));
+            runs.push((kind, result, server_share, generator_share));
         }
-        let (base, ours) = (&pair[0].1, &pair[1].1);
-        saturated |= pair
+        let (base, ours, serde) = (&runs[0].1, &runs[1].1, &runs[2].1);
+        saturated |= runs
             .iter()
             .any(|(_, _, _, generator)| *generator > GENERATOR_LIMIT);
         let cpu_per_message = |(_, result, share, _): &(Kind, load::RttResult, f64, f64)| {
             share * 1e6 / result.per_second()
         };
-        cpu_ratios.push(cpu_per_message(&pair[1]) / cpu_per_message(&pair[0]));
+        cpu_ratios.push(cpu_per_message(&runs[1]) / cpu_per_message(&runs[0]));
         ratios.push(ours.per_second() / base.per_second());
+        serde_ratios.push(serde.per_second() / base.per_second());
         p99_ratios.push(
             ours.latency.value_at_quantile(0.99) as f64
                 / base.latency.value_at_quantile(0.99) as f64,
@@ -325,9 +328,10 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
         p50_deltas.push(
             ours.latency.value_at_quantile(0.5) as f64 - base.latency.value_at_quantile(0.5) as f64,
         );
-        for (kind, result, server_share, generator_share) in &pair {
+        for (kind, result, server_share, generator_share) in &runs {
             rows.push(json!({
                 "round": round, "server": format!("{kind:?}"), "msgs_per_s": result.per_second().round(),
+                "x_echo": (result.per_second() / base.per_second() * 100.0).round() / 100.0,
                 "latency": quantiles(&result.latency),
                 "server_cpu_share": (server_share * 100.0).round() / 100.0,
                 "server_cpu_us_per_msg": (server_share * 1e8 / result.per_second()).round() / 100.0,
@@ -338,20 +342,31 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
     progress.finish_and_clear();
     println!("mode rtt: {connections} connections x {in_flight} in flight, {}s per round, {rounds} rounds", seconds.as_secs());
     println!(
-        "{:>6} {:>14} {:>12} {:>9} {:>9} {:>9} {:>11} {:>14}",
-        "round", "server", "msgs/s", "p50 us", "p99 us", "p999 us", "server CPU", "generator CPU"
+        "{:>6} {:>14} {:>12} {:>7} {:>9} {:>9} {:>9} {:>11} {:>13} {:>14}",
+        "round",
+        "server",
+        "msgs/s",
+        "x echo",
+        "p50 us",
+        "p99 us",
+        "p999 us",
+        "server CPU",
+        "CPU us/msg",
+        "generator CPU"
     );
     // Server CPU per message holds even when the generator bounds the rate.
     for row in &rows {
         println!(
-            "{:>6} {:>14} {:>12} {:>9} {:>9} {:>9} {:>11} {:>14}",
+            "{:>6} {:>14} {:>12} {:>7} {:>9} {:>9} {:>9} {:>11} {:>13} {:>14}",
             row["round"].to_string(),
             row["server"].as_str().unwrap_or(""),
             row["msgs_per_s"].to_string(),
+            row["x_echo"].to_string(),
             row["latency"]["p50_us"].to_string(),
             row["latency"]["p99_us"].to_string(),
             row["latency"]["p999_us"].to_string(),
             row["server_cpu_share"].to_string(),
+            row["server_cpu_us_per_msg"].to_string(),
             row["generator_cpu_share"].to_string()
         );
     }
@@ -359,6 +374,7 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
     let summary = json!({
         "throughput_ratio_mean": ratios.iter().sum::<f64>() / ratios.len().max(1) as f64,
         "throughput_ratio_median": median(&mut ratios.clone()),
+        "serde_ping_throughput_ratio_median": median(&mut serde_ratios),
         "p99_ratio_median": median(&mut p99_ratios),
         "p50_delta_us_median": median(&mut p50_deltas),
         "server_cpu_per_msg_ratio_median": median(&mut cpu_ratios),

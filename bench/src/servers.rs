@@ -21,6 +21,10 @@ pub(crate) enum Kind {
     EchoBaseline,
     /// rohrpost with its defaults: the built-in `ping`.
     Rohrpost,
+    /// A hand-written `ping` on tokio-tungstenite and serde_json: each frame parsed into a
+    /// `Value`, `{"id","type":"pong","data"?}` written back, writes batched as the echo
+    /// baseline's. What a team would write without a framework.
+    SerdePing,
     /// Hand-written tokio-tungstenite fan-out over the demo's subscribe/update messages:
     /// one serialization, the same bytes queued to every member, writes batched per
     /// connection. The ceiling for pushes.
@@ -50,6 +54,7 @@ pub(crate) async fn serve(
             server.serve().await;
         }
         Kind::FanoutBaseline => fanout_baseline(addr).await,
+        Kind::SerdePing => serde_ping(addr).await,
         Kind::Todo | Kind::TodoWithoutHistory => {
             let directory = tempfile::tempdir_in(fast_tmp()).expect("temporary directory");
             let database_url = database_url.unwrap_or_else(|| app::sqlite_in(directory.path()));
@@ -105,6 +110,54 @@ async fn echo_baseline(addr: &str) {
                 let mut failed = false;
                 for frame in frames.into_iter().filter(Frame::is_text) {
                     failed |= socket.feed(frame).await.is_err();
+                }
+                if failed || socket.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// The pong a hand-written server gives: `None` for what is not a `ping` with an id.
+fn serde_pong(text: &str) -> Option<String> {
+    let Ok(Value::Object(mut message)) = serde_json::from_str::<Value>(text) else {
+        return None;
+    };
+    let id = message.remove("id")?;
+    if message.get("type").and_then(Value::as_str) != Some("ping") {
+        return None;
+    }
+    let mut reply = serde_json::Map::new();
+    reply.insert("id".into(), id);
+    reply.insert("type".into(), Value::from("pong"));
+    if let Some(data) = message.remove("data") {
+        reply.insert("data".into(), data);
+    }
+    serde_json::to_string(&reply).ok()
+}
+
+async fn serde_ping(addr: &str) {
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    ready(listener.local_addr().expect("address"));
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            // Answers every frame that has arrived, then flushes once, as the echo does.
+            while let Some(Ok(frame)) = socket.next().await {
+                let mut frames = vec![frame];
+                while let Some(Some(Ok(frame))) = socket.next().now_or_never() {
+                    frames.push(frame);
+                }
+                let mut failed = false;
+                for frame in frames {
+                    let Frame::Text(text) = frame else { continue };
+                    if let Some(pong) = serde_pong(&text) {
+                        failed |= socket.feed(Frame::Text(pong.into())).await.is_err();
+                    }
                 }
                 if failed || socket.flush().await.is_err() {
                     break;
