@@ -30,7 +30,7 @@ struct Memberships {
     groups_of: HashMap<u64, HashSet<Arc<str>>>,
     /// The streams of the groups with history, once configured.
     history: Option<Streams>,
-    /// How many members hold back their pushes while their history is read.
+    /// How many members have a [`Guard`]: their pushes are held back or filtered.
     #[cfg(feature = "redis")]
     pending: usize,
 }
@@ -39,10 +39,22 @@ struct Member {
     connection: Connection,
     /// Whether it subscribed with `since`: its pushes carry their position.
     positioned: bool,
-    /// Pushes held back while what it missed is read from a shared history (the Redis
-    /// layer): sent after the replay, without those the replay holds.
+    /// For a member that resumed from a shared history (the Redis layer): its pushes are
+    /// held back while what it missed is read, then those the replay already gave are left
+    /// out.
     #[cfg(feature = "redis")]
-    pending: Option<Vec<Held>>,
+    pending: Option<Guard>,
+}
+
+/// How a resuming member's live pushes are treated.
+#[cfg(feature = "redis")]
+enum Guard {
+    /// Held back while its history is read.
+    Holding(Vec<Held>),
+    /// It has everything up to this offset of this epoch: pushes of the channel that
+    /// arrive later than the read (pub/sub lags the stream) are not sent twice. Ends at the
+    /// first push past it.
+    Above(u64, Arc<str>),
 }
 
 /// A positioned push held back for a member whose history is being read.
@@ -197,7 +209,7 @@ impl MemoryGroups {
             .get_mut(group)
             .and_then(|members| members.get_mut(&connection.id()))
         {
-            member.pending = Some(Vec::new());
+            member.pending = Some(Guard::Holding(Vec::new()));
             state.pending += 1;
         }
     }
@@ -214,26 +226,35 @@ impl MemoryGroups {
         read: &Position,
     ) -> Option<u64> {
         let mut state = self.write();
-        let member = state
-            .members
+        let Memberships {
+            members, pending, ..
+        } = &mut *state;
+        let member = members
             .get_mut(group)
             .and_then(|members| members.get_mut(&connection.id()))?;
-        let held = member.pending.take();
+        let guard = member.pending.take();
         for frame in replay {
             let _ = connection.try_send_push(&Push::replayed(frame));
         }
         let mut last = read.offset;
-        if let Some(held) = held {
-            state.pending -= 1;
-            for held in held.into_iter() {
-                // Older than the read: the replay (or the refetch) has it.
-                if *held.epoch == *read.epoch && held.offset <= read.offset {
-                    continue;
+        let mut epoch: Arc<str> = Arc::from(read.epoch.as_str());
+        match guard {
+            Some(Guard::Holding(held)) => {
+                for held in held {
+                    // Older than the read: the replay (or the refetch) has it.
+                    if *held.epoch == *read.epoch && held.offset <= read.offset {
+                        continue;
+                    }
+                    last = held.offset;
+                    epoch = held.epoch.clone();
+                    let _ = connection.try_send_push(&held.push);
                 }
-                last = held.offset;
-                let _ = connection.try_send_push(&held.push);
             }
+            Some(Guard::Above(..)) => {}
+            None => *pending += 1,
         }
+        // Pushes up to `last` may still come from the channel: they are left out.
+        member.pending = Some(Guard::Above(last, epoch));
         Some(last)
     }
 
@@ -255,7 +276,10 @@ impl MemoryGroups {
             }
         }
         let mut state = self.write();
-        let Some(members) = state.members.get_mut(group) else {
+        let Memberships {
+            members, pending, ..
+        } = &mut *state;
+        let Some(members) = members.get_mut(group) else {
             return 0;
         };
         let mut delivered = 0;
@@ -263,14 +287,24 @@ impl MemoryGroups {
             if !push.reaches(&member.connection) {
                 continue;
             }
-            if let Some(held) = member.pending.as_mut() {
-                held.push(Held {
-                    offset,
-                    epoch: epoch.clone(),
-                    push: positioned.clone(),
-                });
-                delivered += 1;
-                continue;
+            match &mut member.pending {
+                Some(Guard::Holding(held)) => {
+                    held.push(Held {
+                        offset,
+                        epoch: epoch.clone(),
+                        push: positioned.clone(),
+                    });
+                    delivered += 1;
+                    continue;
+                }
+                Some(Guard::Above(floor, floor_epoch)) => {
+                    if **floor_epoch == **epoch && offset <= *floor {
+                        continue; // the replay gave it
+                    }
+                    member.pending = None;
+                    *pending -= 1;
+                }
+                None => {}
             }
             let push = if member.positioned { positioned } else { push };
             if member.connection.try_send_push(push).is_ok() {
