@@ -92,6 +92,13 @@ fn ready(addr: std::net::SocketAddr) {
 }
 
 async fn echo_baseline(addr: &str) {
+    // The stack's ceiling, written as well as it can be: every text frame back unchanged.
+    serve_batched(addr, |frame| frame.is_text().then_some(frame)).await;
+}
+
+/// Serves `answer` to every frame: answers every frame that has arrived, then flushes once
+/// (rohrpost's writer batches the same way).
+async fn serve_batched(addr: &str, answer: fn(Frame) -> Option<Frame>) {
     let listener = TcpListener::bind(addr).await.expect("bind");
     ready(listener.local_addr().expect("address"));
     while let Ok((stream, _)) = listener.accept().await {
@@ -100,16 +107,14 @@ async fn echo_baseline(addr: &str) {
             let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
                 return;
             };
-            // Echoes every frame that has arrived, then flushes once: the stack's ceiling,
-            // written as well as it can be (rohrpost's writer batches the same way).
             while let Some(Ok(frame)) = socket.next().await {
                 let mut frames = vec![frame];
                 while let Some(Some(Ok(frame))) = socket.next().now_or_never() {
                     frames.push(frame);
                 }
                 let mut failed = false;
-                for frame in frames.into_iter().filter(Frame::is_text) {
-                    failed |= socket.feed(frame).await.is_err();
+                for reply in frames.into_iter().filter_map(answer) {
+                    failed |= socket.feed(reply).await.is_err();
                 }
                 if failed || socket.flush().await.is_err() {
                     break;
@@ -138,33 +143,11 @@ fn serde_pong(text: &str) -> Option<String> {
 }
 
 async fn serde_ping(addr: &str) {
-    let listener = TcpListener::bind(addr).await.expect("bind");
-    ready(listener.local_addr().expect("address"));
-    while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
-                return;
-            };
-            // Answers every frame that has arrived, then flushes once, as the echo does.
-            while let Some(Ok(frame)) = socket.next().await {
-                let mut frames = vec![frame];
-                while let Some(Some(Ok(frame))) = socket.next().now_or_never() {
-                    frames.push(frame);
-                }
-                let mut failed = false;
-                for frame in frames {
-                    let Frame::Text(text) = frame else { continue };
-                    if let Some(pong) = serde_pong(&text) {
-                        failed |= socket.feed(Frame::Text(pong.into())).await.is_err();
-                    }
-                }
-                if failed || socket.flush().await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+    serve_batched(addr, |frame| match frame {
+        Frame::Text(text) => serde_pong(&text).map(|pong| Frame::Text(pong.into())),
+        _ => None,
+    })
+    .await;
 }
 
 type Members = Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Utf8Bytes>>>>>;

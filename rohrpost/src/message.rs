@@ -85,6 +85,10 @@ impl Message {
     /// server sends on its own (to a group, or on connect). `data` is anything
     /// serializable; it fails only where serde_json would (a map with non-string keys).
     ///
+    /// For your own clients only: rohrpost.js takes a message of a type it does not know,
+    /// without an id, for a reply to an unknown request and emits `'error'`. To reach
+    /// rohrpost.js subscribers, send `subscription-update` to their groups instead.
+    ///
     /// ```
     /// use rohrpost::Message;
     ///

@@ -108,7 +108,8 @@ type ReadKey = (String, Option<Position>);
 
 /// The history side of a `RedisGroups`.
 pub(super) struct RedisHistory {
-    config: RwLock<Option<History>>,
+    /// Shared, so that a send takes a reference count rather than a copy of the patterns.
+    config: RwLock<Option<Arc<History>>>,
     prefix: String,
     append: Script,
     read: Script,
@@ -135,11 +136,11 @@ impl RedisHistory {
     }
 
     pub(super) fn configure(&self, history: History) {
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some(history);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(history));
     }
 
     /// The history settings, when `group` keeps one.
-    pub(super) fn covering(&self, group: &str) -> Option<History> {
+    pub(super) fn covering(&self, group: &str) -> Option<Arc<History>> {
         let config = self.config.read().unwrap_or_else(|e| e.into_inner());
         config.as_ref().filter(|h| h.covers(group)).cloned()
     }
