@@ -76,6 +76,7 @@ mod message;
 mod metrics;
 pub mod notify;
 mod outbound;
+pub mod presence;
 pub mod protocol;
 mod registry;
 pub mod reply;

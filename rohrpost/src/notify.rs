@@ -168,6 +168,12 @@ pub struct Notification {
 
 static NEXT_NOTIFICATION_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The id of the next `subscription-update` this process sends (rohrpost.js routes by
+/// type, so ids only need to differ).
+pub(crate) fn next_push_id() -> u64 {
+    NEXT_NOTIFICATION_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Notification {
     /// Builds the notification of `change` to `object`, following the original's rules;
     /// `None` when an update is skipped because [`Notify::always_send`] is `false` and none
@@ -198,7 +204,7 @@ impl Notification {
         body.insert("type".into(), change.as_str().into());
         body.insert("group".into(), group.clone().into());
         body.insert("object".into(), data);
-        let id = NEXT_NOTIFICATION_ID.fetch_add(1, Ordering::Relaxed);
+        let id = next_push_id();
         let message = Message::success("subscription-update", id).with_data(Value::Object(body));
         let policy = if object.conflate() {
             Policy::conflate(&object.pk(), change)

@@ -29,12 +29,16 @@
 //! ## Extensions a client opts into
 //!
 //! An unmodified rohrpost.js client never sees them: they travel as extra keys, only to a
-//! client that sent `since` in its group object (see [`History`](crate::groups::History)).
+//! client that sent `since` or `presence` in its group object (see
+//! [`History`](crate::groups::History) and [`presence`](crate::presence)), or as the reply to
+//! the opt-in `presence` request.
 //!
 //! | request | reply |
 //! | --- | --- |
 //! | `subscribe` with `"since": null` | `{"group", "offset", "epoch"}` for a group with history; pushes to this subscriber carry `"offset"` and `"epoch"` beside `"data"` |
 //! | `subscribe` with `"since": {"offset", "epoch"}` | the missed pushes first, then `{"group", "offset", "epoch", "recovered": true}`; or nothing replayed and `"recovered": false` |
+//! | `subscribe` with `"presence": true` | `{"group", "presence": true}` (`false` for a group without presence); then `subscription-update` pushes with `"type": "join"` or `"leave"` and `"object": {"id", "info"}` |
+//! | `presence` (with `Subscriptions::with_presence`) | `{"group", "connections", "members", "list": [{"id", "info", "connections"}]}`, without `list` for `"list": false`; `ACCESS_DENIED` when the hook refuses, `PRESENCE_DISABLED` ([`PRESENCE_DISABLED`]) for a group without presence |
 //!
 //! ## Closes the server starts
 //!
@@ -95,6 +99,8 @@ pub const HANDLER_TIMEOUT_ERROR: &str = "Handler timed out.";
 pub const RATE_LIMITED: &str = "Rate limit exceeded.";
 /// The error reply to a refused subscription, as the original sends it.
 pub const ACCESS_DENIED: &str = "ACCESS_DENIED";
+/// The error of a `presence` request for a group that keeps no presence.
+pub const PRESENCE_DISABLED: &str = "PRESENCE_DISABLED";
 /// The reply to a binary frame: the protocol is JSON in text frames.
 pub const BINARY_FRAME_ERROR: &str =
     "Binary frames are not supported: send each message as one JSON text frame.";

@@ -7,8 +7,9 @@
 //! refuses. `unsubscribe` likewise, replying `{"id": 4, "type": "unsubscribe"}`.
 //!
 //! A group object may carry `since` (`null`, or `{"offset", "epoch"}`) to resume a group
-//! with history: see [`History`](crate::groups::History). Without it, the bytes are the
-//! original's.
+//! with history: see [`History`](crate::groups::History); and `"presence": true` to get the
+//! join and leave events of a group with presence: see [`presence`](crate::presence).
+//! Without them, the bytes are the original's.
 
 use std::fmt;
 use std::future::Future;
@@ -18,7 +19,8 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::groups::{Position, Since};
+use crate::groups::{GroupError, Position, Since};
+use crate::presence::PresenceSnapshot;
 use crate::{Connection, Data, Error, Handlers, Json, Request};
 
 /// What rohrpost.js subscribes to: `{"type": "todo", "id": 1}`, the group `"todo-1"`.
@@ -64,8 +66,22 @@ pub struct Attempt {
     pub object: GroupObject,
     /// The group it names.
     pub group: String,
-    /// `true` for `subscribe`, `false` for `unsubscribe`.
+    /// `true` for `subscribe` and `presence`, `false` for `unsubscribe`.
     pub subscribing: bool,
+    /// What is asked.
+    pub action: Action,
+}
+
+/// What a connection asks of a group object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// `subscribe`.
+    Subscribe,
+    /// `unsubscribe`.
+    Unsubscribe,
+    /// `presence`: who is in the group.
+    Presence,
 }
 
 type Authorize = Arc<dyn Fn(Attempt) -> BoxFuture<'static, bool> + Send + Sync>;
@@ -77,6 +93,22 @@ struct SubscribeData {
     object: GroupObject,
     #[serde(default, deserialize_with = "Since::deserialize_present")]
     since: Since,
+    /// `"presence": true`: the join and leave events of the group too.
+    #[serde(default)]
+    presence: bool,
+}
+
+/// A `presence` request's data: the group object, and `"list": false` for counts only.
+#[derive(Debug, Deserialize)]
+struct PresenceData {
+    #[serde(flatten)]
+    object: GroupObject,
+    #[serde(default = "yes")]
+    list: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The ready-made, opt-in `subscribe`/`unsubscribe` pair, with an authorization hook that
@@ -103,6 +135,7 @@ struct SubscribeData {
 #[derive(Clone)]
 pub struct Subscriptions {
     authorize: Authorize,
+    presence: bool,
 }
 
 impl Subscriptions {
@@ -114,7 +147,29 @@ impl Subscriptions {
     {
         Self {
             authorize: Arc::new(move |attempt| Box::pin(authorize(attempt))),
+            presence: false,
         }
+    }
+
+    /// Adds the `presence` request to [`handlers`](Self::handlers): who is in a group,
+    /// authorized by the same hook as `subscribe` (see [`presence`](crate::presence)).
+    ///
+    /// ```
+    /// use rohrpost::presence::Presence;
+    /// use rohrpost::prelude::*;
+    /// use rohrpost::subscribe::Subscriptions;
+    ///
+    /// # async fn start() -> Result<(), rohrpost::server::ServerError> {
+    /// let server = Server::builder()
+    ///     .handlers(Subscriptions::token("hunter2").with_presence().handlers())
+    ///     .presence(Presence::groups(["todo-*"]))
+    ///     .bind("127.0.0.1:0")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_presence(mut self) -> Self {
+        self.presence = true;
+        self
     }
 
     /// Subscriptions allowed for requests whose `auth_jwt` is exactly `token`, compared in
@@ -140,13 +195,14 @@ impl Subscriptions {
     pub fn handlers(&self) -> Handlers {
         let on_subscribe = self.clone();
         let on_unsubscribe = self.clone();
-        Handlers::new()
+        let on_presence = self.clone();
+        let handlers = Handlers::new()
             .handler(
                 "subscribe",
                 move |conn: Connection, request: Request, Data(data): Data<SubscribeData>| {
                     let this = on_subscribe.clone();
                     async move {
-                        this.subscribe_since(conn, request, data.object, data.since)
+                        this.subscribe_with(conn, request, data.object, data.since, data.presence)
                             .await
                     }
                 },
@@ -157,7 +213,36 @@ impl Subscriptions {
                     let this = on_unsubscribe.clone();
                     async move { this.unsubscribe(conn, request, object).await }
                 },
-            )
+            );
+        if !self.presence {
+            return handlers;
+        }
+        handlers.handler(
+            "presence",
+            move |conn: Connection, request: Request, Data(data): Data<PresenceData>| {
+                let this = on_presence.clone();
+                async move { this.presence(conn, request, data.object, data.list).await }
+            },
+        )
+    }
+
+    /// Checks the hook, then answers who is in the group (the list only with `list`);
+    /// `PRESENCE_DISABLED` for a group without presence.
+    pub async fn presence(
+        &self,
+        connection: Connection,
+        request: Request,
+        object: GroupObject,
+        list: bool,
+    ) -> Result<Json<PresenceSnapshot>, Error> {
+        let group = self
+            .authorized(connection.clone(), &request, object, Action::Presence)
+            .await?;
+        match connection.server_groups().presence_of(&group, list).await {
+            Ok(snapshot) => Ok(Json(snapshot)),
+            Err(GroupError::NoPresence(_)) => Err(Error::new(crate::protocol::PRESENCE_DISABLED)),
+            Err(error) => Err(Error::internal(error)),
+        }
     }
 
     /// Checks the hook, then joins: `{"group": "todo-1"}` or `ACCESS_DENIED`.
@@ -181,18 +266,39 @@ impl Subscriptions {
         object: GroupObject,
         since: Since,
     ) -> Result<Json<Subscribed>, Error> {
-        let group = self
-            .authorized(connection.clone(), &request, object, true)
-            .await?;
-        if since == Since::Absent {
-            connection.join(&group).await.map_err(Error::internal)?;
-            return Ok(Json(Subscribed::to(group)));
-        }
-        let joined = connection
-            .server_groups()
-            .join_since(&group, &connection, &since)
+        self.subscribe_with(connection, request, object, since, false)
             .await
-            .map_err(Error::internal)?;
+    }
+
+    /// Checks the hook, then joins; with `presence`, the connection gets the group's join
+    /// and leave events from before its own join.
+    async fn subscribe_with(
+        &self,
+        connection: Connection,
+        request: Request,
+        object: GroupObject,
+        since: Since,
+        presence: bool,
+    ) -> Result<Json<Subscribed>, Error> {
+        let group = self
+            .authorized(connection.clone(), &request, object, Action::Subscribe)
+            .await?;
+        let groups = connection.server_groups();
+        let watched = presence.then(|| groups.watch_presence(&group, &connection));
+        let joined = groups.join_since(&group, &connection, &since).await;
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(error) => {
+                groups.unwatch_presence(&group, &connection);
+                return Err(Error::internal(error));
+            }
+        };
+        if since == Since::Absent {
+            return Ok(Json(Subscribed {
+                presence: watched,
+                ..Subscribed::to(group)
+            }));
+        }
         let (offset, epoch) = match joined.position {
             Some(Position { offset, epoch }) => (Some(offset), Some(epoch)),
             None => (None, None),
@@ -202,6 +308,7 @@ impl Subscriptions {
             offset,
             epoch,
             recovered: joined.recovered,
+            presence: watched,
         }))
     }
 
@@ -213,7 +320,7 @@ impl Subscriptions {
         object: GroupObject,
     ) -> Result<(), Error> {
         let group = self
-            .authorized(connection.clone(), &request, object, false)
+            .authorized(connection.clone(), &request, object, Action::Unsubscribe)
             .await?;
         connection.leave(&group);
         Ok(())
@@ -224,7 +331,7 @@ impl Subscriptions {
         connection: Connection,
         request: &Request,
         object: GroupObject,
-        subscribing: bool,
+        action: Action,
     ) -> Result<String, Error> {
         let group = object.group_name();
         let attempt = Attempt {
@@ -232,7 +339,8 @@ impl Subscriptions {
             token: auth_token(request).map(str::to_owned),
             object,
             group: group.clone(),
-            subscribing,
+            subscribing: action != Action::Unsubscribe,
+            action,
         };
         if (self.authorize)(attempt).await {
             Ok(group)
@@ -263,6 +371,10 @@ pub struct Subscribed {
     /// Whether what the subscriber missed since its `since` position was replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovered: Option<bool>,
+    /// For a subscriber that sent `"presence": true`: whether it gets the group's join and
+    /// leave events (`false`: the group keeps no presence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<bool>,
 }
 
 impl Subscribed {
@@ -273,6 +385,7 @@ impl Subscribed {
             offset: None,
             epoch: None,
             recovered: None,
+            presence: None,
         }
     }
 }

@@ -25,10 +25,13 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::message::{EmptyMessage, Message};
 use crate::notify::{pk_text, Change};
 use crate::outbound::Class;
+use crate::presence::store::{EventSink, PresenceStore};
+use crate::presence::{IdentifyFn, InfoFn, Presence, PresenceCount, PresenceSnapshot, Tracker};
 use crate::Connection;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisGroups, RedisStatus, DEFAULT_CHANNEL_PREFIX, DEFAULT_REDIS_TIMEOUT};
+pub(crate) use history::glob;
 pub use history::{History, Joined, Position, Since, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL};
 pub use memory::MemoryGroups;
 
@@ -47,6 +50,14 @@ pub enum GroupError {
     /// The group layer keeps no history, so `ServerBuilder::history` cannot be used with it.
     #[error("this group layer keeps no history of its pushes: use MemoryGroups or RedisGroups for `history`, or leave `history` out")]
     NoHistory,
+    /// The group keeps no presence: `ServerBuilder::presence` does not name it.
+    #[error("group `{0}` keeps no presence: name it in ServerBuilder::presence")]
+    NoPresence(String),
+    /// Presence was configured twice on the same groups.
+    #[error(
+        "presence is already configured on these groups (one ServerBuilder::presence per Groups)"
+    )]
+    PresenceConfigured,
     /// The group layer's backend failed (for example, Redis is unreachable).
     #[error("group layer backend failed: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
@@ -339,6 +350,18 @@ pub trait GroupLayer: Send + Sync + 'static {
         let _ = group;
         Box::pin(async { Ok(None) })
     }
+
+    /// Where presence is counted when it spans more than this process (the default: in
+    /// this process). Not a public API yet.
+    #[doc(hidden)]
+    fn presence_store(
+        &self,
+        presence: &Presence,
+        sink: EventSink,
+    ) -> Option<Arc<dyn PresenceStore>> {
+        let _ = (presence, sink);
+        None
+    }
 }
 
 /// A cheap, cloneable handle to the server's groups, usable from anywhere in the process.
@@ -370,6 +393,8 @@ pub struct Groups {
     layer: Arc<dyn GroupLayer>,
     /// The open connections of this process, by id.
     connections: Arc<std::sync::Mutex<std::collections::HashMap<u64, Connection>>>,
+    /// Presence, once configured.
+    presence: Arc<std::sync::OnceLock<Arc<Tracker>>>,
 }
 
 impl Groups {
@@ -383,6 +408,7 @@ impl Groups {
         Self {
             layer: Arc::new(layer),
             connections: Arc::default(),
+            presence: Arc::default(),
         }
     }
 
@@ -509,6 +535,14 @@ impl Groups {
             self.layer.leave_all(connection);
             return Err(GroupError::Closed);
         }
+        if let Some(tracker) = self.presence.get() {
+            tracker.joined(group, connection);
+            // The close may have come between the check and the count.
+            if connection.is_closed() {
+                tracker.left_all(connection, true);
+                return Err(GroupError::Closed);
+            }
+        }
         Ok(joined)
     }
 
@@ -524,14 +558,105 @@ impl Groups {
         self.layer.configure_history(history)
     }
 
-    /// Removes `connection` from `group`; returns whether it was a member.
+    /// Removes `connection` from `group`; returns whether it was a member. With presence,
+    /// its member leaves at once when this was its last connection in the group.
     pub fn leave(&self, group: &str, connection: &Connection) -> bool {
+        if let Some(tracker) = self.presence.get() {
+            tracker.left(group, connection, false);
+        }
         self.layer.leave(group, connection)
     }
 
-    /// Removes `connection` from every group.
+    /// Removes `connection` from every group (presence leaves at once, as with
+    /// [`leave`](Self::leave)).
     pub fn leave_all(&self, connection: &Connection) {
+        if let Some(tracker) = self.presence.get() {
+            tracker.left_all(connection, false);
+        }
         self.layer.leave_all(connection)
+    }
+
+    /// A connection closed: it leaves every group, and its presence members after the grace.
+    pub(crate) fn disconnected(&self, connection: &Connection) {
+        if let Some(tracker) = self.presence.get() {
+            tracker.left_all(connection, true);
+        }
+        self.layer.leave_all(connection)
+    }
+
+    /// Turns presence on (once per set of groups).
+    pub(crate) fn configure_presence(
+        &self,
+        presence: Presence,
+        identify: Option<IdentifyFn>,
+        info: Option<InfoFn>,
+    ) -> Result<(), GroupError> {
+        if self.presence.get().is_some() {
+            return Err(GroupError::PresenceConfigured);
+        }
+        let settings = presence.clone();
+        let tracker = Tracker::new(presence, identify, info, |sink| {
+            self.layer.presence_store(&settings, sink)
+        });
+        self.presence
+            .set(tracker)
+            .map_err(|_| GroupError::PresenceConfigured)
+    }
+
+    /// The tracker of `group`'s presence, if it keeps one.
+    fn tracker(&self, group: &str) -> Result<&Arc<Tracker>, GroupError> {
+        self.presence
+            .get()
+            .filter(|tracker| tracker.presence().covers(group))
+            .ok_or_else(|| GroupError::NoPresence(group.to_owned()))
+    }
+
+    /// Who is in `group`, on every node: its connections, its distinct members, and each
+    /// member with its info and connection count (see [`presence`](crate::presence)).
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// #[rohrpost_handler("room.who")]
+    /// async fn who(groups: Groups) -> Result<Json<Vec<String>>, Error> {
+    ///     let room = groups.presence("room-1").await.map_err(Error::internal)?;
+    ///     Ok(Json(room.list.unwrap_or_default().into_iter().map(|m| m.id).collect()))
+    /// }
+    /// ```
+    pub async fn presence(&self, group: &str) -> Result<PresenceSnapshot, GroupError> {
+        self.presence_of(group, true).await
+    }
+
+    /// Who is in `group`, with or without the list.
+    pub(crate) async fn presence_of(
+        &self,
+        group: &str,
+        list: bool,
+    ) -> Result<PresenceSnapshot, GroupError> {
+        self.tracker(group)?.store().snapshot(group, list).await
+    }
+
+    /// How many connections and distinct members `group` has, on every node (cheaper than
+    /// [`presence`](Self::presence): no list).
+    pub async fn presence_count(&self, group: &str) -> Result<PresenceCount, GroupError> {
+        self.tracker(group)?.store().count(group).await
+    }
+
+    /// Sends `connection` the join and leave events of `group` (what a subscription with
+    /// `"presence": true` asks for) until it leaves the group or closes; returns `false`,
+    /// and sends nothing, when the group keeps no presence. Called before the connection
+    /// joins, it sees its own join too.
+    pub fn watch_presence(&self, group: &str, connection: &Connection) -> bool {
+        self.tracker(group)
+            .map(|tracker| tracker.watch(group, connection))
+            .is_ok()
+    }
+
+    /// Stops sending `connection` the join and leave events of `group`.
+    pub fn unwatch_presence(&self, group: &str, connection: &Connection) {
+        if let Some(tracker) = self.presence.get() {
+            tracker.unwatch(group, connection);
+        }
     }
 
     /// The groups `connection` is a member of, in no particular order.

@@ -33,6 +33,7 @@ use self::hooks::ConnectionHook;
 use crate::dispatch::Dispatcher;
 use crate::groups::History;
 use crate::handshake::{Accept, AuthHook, Handshake, Refusal};
+use crate::presence::{Identity, Presence};
 use crate::type_map::TypeMap;
 use crate::{Connection, Groups, Handlers};
 
@@ -130,6 +131,8 @@ pub struct ServerBuilder {
     handlers: Option<Handlers>,
     groups: Option<Groups>,
     history: Option<History>,
+    presence: Option<Presence>,
+    identity: Identity,
     state: TypeMap,
     authenticate: Option<AuthHook>,
     on_connect: Option<ConnectionHook>,
@@ -187,6 +190,55 @@ impl ServerBuilder {
     /// ```
     pub fn history(mut self, history: History) -> Self {
         self.history = Some(history);
+        self
+    }
+
+    /// Keeps presence in the groups `presence` names: who is in them, on every node, with
+    /// join and leave events for subscribers that ask (see [`presence`](crate::presence)).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use rohrpost::presence::Presence;
+    /// use rohrpost::Server;
+    ///
+    /// struct User(String);
+    ///
+    /// # async fn start() -> Result<(), rohrpost::server::ServerError> {
+    /// let server = Server::builder()
+    ///     .presence(Presence::groups(["todo-*"]).grace(Duration::from_secs(15)))
+    ///     // The user the authentication hook stored, else the connection's own id.
+    ///     .presence_id(|conn| match conn.get::<User>() {
+    ///         Some(user) => user.0.clone(),
+    ///         None => conn.id().to_string(),
+    ///     })
+    ///     .presence_info(|conn| serde_json::json!({"user": conn.get::<User>().map(|u| u.0.clone())}))
+    ///     .bind("127.0.0.1:8000")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn presence(mut self, presence: Presence) -> Self {
+        self.presence = Some(presence);
+        self
+    }
+
+    /// The presence id of a connection, asked when it joins a group with presence (default:
+    /// its own id, as text). Connections with one id are one member. Needs
+    /// [`presence`](Self::presence).
+    pub fn presence_id<F>(mut self, identify: F) -> Self
+    where
+        F: Fn(&Connection) -> String + Send + Sync + 'static,
+    {
+        self.identity.id = Some(Arc::new(identify));
+        self
+    }
+
+    /// The info that travels with a connection's member (a display name, say), asked when it
+    /// joins a group with presence (default: `null`). Needs [`presence`](Self::presence).
+    pub fn presence_info<F>(mut self, info: F) -> Self
+    where
+        F: Fn(&Connection) -> serde_json::Value + Send + Sync + 'static,
+    {
+        self.identity.info = Some(Arc::new(info));
         self
     }
 
@@ -489,6 +541,18 @@ impl ServerBuilder {
             groups
                 .configure_history(history)
                 .map_err(|error| ServerError::InvalidConfig(error.to_string()))?;
+        }
+        match self.presence {
+            Some(presence) => groups
+                .configure_presence(presence, self.identity.id, self.identity.info)
+                .map_err(|error| ServerError::InvalidConfig(error.to_string()))?,
+            None if self.identity.id.is_some() || self.identity.info.is_some() => {
+                return Err(ServerError::InvalidConfig(
+                    "presence_id and presence_info need presence: add ServerBuilder::presence"
+                        .into(),
+                ))
+            }
+            None => {}
         }
         let metrics = Metrics::default();
         Ok(Arc::new(Shared {

@@ -112,7 +112,7 @@ pub(crate) async fn run<S: Transport>(
     if let Some(hook) = &shared.on_disconnect {
         hook.run(&connection, shared.config.handler_timeout).await;
     }
-    connection.server_groups().leave_all(&connection);
+    connection.server_groups().disconnected(&connection);
     match sink.reunite(stream) {
         // Boxed: the closing steps hold the whole socket and their timers, which every idle
         // connection's task would otherwise reserve room for all its life.
@@ -543,7 +543,7 @@ impl Drop for LeaveOnDrop {
         // Marks the connection closed first, so that a join racing with the close undoes
         // itself (see `Groups::join`).
         self.0.stop();
-        self.0.server_groups().leave_all(&self.0);
+        self.0.server_groups().disconnected(&self.0);
         self.0.server_groups().unregister(&self.0);
         self.1.connections.unregister(&self.0);
     }
