@@ -5,9 +5,13 @@
 //! the integration tests and the benchmarks, so that all of them serve exactly the same
 //! handlers.
 
+use std::time::Duration;
+
 use rohrpost::groups::History;
+use rohrpost::handshake::{Accept, Handshake, Refusal};
 use rohrpost::notify::{Notify, Transaction};
 use rohrpost::prelude::*;
+use rohrpost::presence::Presence;
 use rohrpost::server::ServerError;
 use rohrpost::subscribe::Subscriptions;
 use rohrpost::Groups;
@@ -39,6 +43,24 @@ pub struct Config {
     /// that a page that reconnects gets what it missed (in Redis when `redis_url` is set); 0 keeps none.
     #[arg(long, env = "ROHRPOST_HISTORY_SIZE", default_value_t = DEFAULT_HISTORY_SIZE)]
     pub history_size: usize,
+    /// Seconds a todo's viewer whose page closed stays listed, in case it comes back (a
+    /// reload); fractions allowed.
+    #[arg(long, env = "ROHRPOST_PRESENCE_GRACE", default_value_t = 15.0, value_parser = seconds)]
+    pub presence_grace: f64,
+    /// With `redis_url`: seconds after which a node that stopped is taken for dead and its
+    /// viewers leave; fractions allowed.
+    #[arg(long, env = "ROHRPOST_NODE_TTL", default_value_t = 15.0, value_parser = seconds)]
+    pub node_ttl: f64,
+}
+
+/// A duration in seconds: a finite number, not negative.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds (for example 15 or 0.5)"
+        )),
+    }
 }
 
 /// The token the demo expects unless told otherwise (its page embeds it: it is public).
@@ -54,7 +76,17 @@ impl Config {
             database_url: database_url.into(),
             redis_url: None,
             history_size: DEFAULT_HISTORY_SIZE,
+            presence_grace: 15.0,
+            node_ttl: 15.0,
         }
+    }
+
+    /// Who is looking at which todo: `todo-*` groups, with the grace and node TTL of the
+    /// settings.
+    pub fn presence(&self) -> Presence {
+        Presence::groups(["todo-*"])
+            .grace(Duration::from_secs_f64(self.presence_grace))
+            .node_ttl(Duration::from_secs_f64(self.node_ttl))
     }
 }
 
@@ -281,10 +313,27 @@ async fn echo(req: Request) -> Option<Value> {
     req.data
 }
 
-/// Every handler of the demo: the ones above, `ping` (built in), and `subscribe` /
-/// `unsubscribe` for subscribers with `token`.
+/// Every handler of the demo: the ones above, `ping` (built in), and `subscribe`,
+/// `unsubscribe` and `presence` for subscribers with `token`.
 pub fn handlers(token: &str) -> Handlers {
-    Handlers::collect().merge(Subscriptions::token(token).handlers())
+    Handlers::collect().merge(Subscriptions::token(token).with_presence().handlers())
+}
+
+/// Who a connection is: the `user` query parameter of its URL (`/rohrpost/?user=ada`).
+#[derive(Debug, Clone)]
+pub struct Viewer(pub Option<String>);
+
+/// Accepts every connection and keeps its `user` parameter.
+async fn viewer(handshake: Handshake) -> Result<Accept, Refusal> {
+    let user = handshake.query("user").map(|user| user.into_owned());
+    Ok(Accept::new().with(Viewer(user)))
+}
+
+/// A connection's presence id: its `user`, else its own id.
+pub fn viewer_id(conn: &Connection) -> String {
+    conn.get::<Viewer>()
+        .and_then(|viewer| viewer.0.clone())
+        .unwrap_or_else(|| conn.id().to_string())
 }
 
 /// The demo's server settings: its handlers, groups, database and history, ready for more
@@ -297,7 +346,11 @@ pub async fn builder(
     let builder = Server::builder()
         .handlers(handlers(&config.token))
         .groups(groups)
-        .state(db);
+        .state(db)
+        .authenticate(viewer)
+        .presence(config.presence())
+        .presence_id(viewer_id)
+        .presence_info(|conn| json!({"user": viewer_id(conn)}));
     if config.history_size == 0 {
         return Ok(builder);
     }

@@ -17,7 +17,8 @@
 //! The payload is the node id, the push's [`Policy`] and the frame:
 //! `<16 hex digits>:` then `d` (disconnect), `v` (drop oldest) or `c` with the change
 //! (`c`reate, `u`pdate, `x` delete), the primary key's length in bytes, `:` and the key;
-//! then the frame's JSON text.
+//! then the frame's JSON text. A payload that starts with `P` carries presence events
+//! (see [`presence`](crate::presence)).
 //!
 //! # History
 //!
@@ -47,12 +48,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 mod history;
+mod presence;
 
 use self::history::{split_positioned, RedisHistory};
+use self::presence::RedisPresence;
 use super::history::{with_position, History, Joined, Position, Since};
 use super::{GroupError, GroupLayer, GroupStats, MemoryGroups, Policy, Push};
 use crate::backoff::Backoff;
 use crate::notify::Change;
+use crate::presence::store::{EventSink, PresenceStore};
+use crate::presence::Presence;
 use crate::Connection;
 
 /// The default prefix of the groups' Redis channels: group `todo-1` is channel
@@ -100,6 +105,8 @@ pub struct RedisGroups {
     commands: mpsc::UnboundedSender<SyncRequest>,
     status: watch::Receiver<RedisStatus>,
     history: Arc<RedisHistory>,
+    /// Where presence events from the channels go, once presence is on.
+    presence: Arc<std::sync::OnceLock<EventSink>>,
 }
 
 /// Asks the subscriber task to bring a group's subscription in line with its local members;
@@ -139,6 +146,7 @@ impl RedisGroups {
         let (commands, requests) = mpsc::unbounded_channel();
         let (report, status) = watch::channel(RedisStatus::default());
         let history = Arc::new(RedisHistory::new(prefix));
+        let presence = Arc::new(std::sync::OnceLock::new());
         let subscriber = Subscriber {
             client,
             local: local.clone(),
@@ -146,6 +154,7 @@ impl RedisGroups {
             prefix: prefix.to_owned(),
             report,
             history: history.clone(),
+            presence: presence.clone(),
         };
         tokio::spawn(subscriber.run(requests));
         Ok(Self {
@@ -157,6 +166,7 @@ impl RedisGroups {
             commands,
             status,
             history,
+            presence,
         })
     }
 
@@ -426,6 +436,24 @@ impl GroupLayer for RedisGroups {
         Ok(())
     }
 
+    fn presence_store(
+        &self,
+        presence: &Presence,
+        sink: EventSink,
+    ) -> Option<Arc<dyn PresenceStore>> {
+        if self.presence.set(sink).is_err() {
+            tracing::error!("presence was turned on twice for one RedisGroups");
+            return None;
+        }
+        Some(Arc::new(RedisPresence::start(
+            &self.prefix,
+            self.node.trim_end_matches(':'),
+            self.publisher.clone(),
+            self.timeout,
+            presence,
+        )))
+    }
+
     fn join_since<'a>(
         &'a self,
         group: &'a str,
@@ -566,6 +594,7 @@ struct Subscriber {
     prefix: String,
     report: watch::Sender<RedisStatus>,
     history: Arc<RedisHistory>,
+    presence: Arc<std::sync::OnceLock<EventSink>>,
 }
 
 /// Why a subscription connection ended.
@@ -687,6 +716,12 @@ impl Subscriber {
             return;
         };
         let payload = message.get_payload_bytes();
+        if let Some(events) = payload.strip_prefix(b"P") {
+            if let Some(sink) = self.presence.get() {
+                presence::deliver(sink, group, events);
+            }
+            return;
+        }
         if self.history.covers(group) {
             self.deliver_recorded(group, payload);
             return;
