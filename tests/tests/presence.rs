@@ -16,6 +16,10 @@ struct User(String);
 const TOKEN: &str = "hunter2";
 
 async fn server(grace: Duration) -> (TestServer, Groups) {
+    server_with(Presence::groups(["todo-*"]).grace(grace)).await
+}
+
+async fn server_with(presence: Presence) -> (TestServer, Groups) {
     let groups = Groups::memory();
     let builder = Server::builder()
         .handlers(Subscriptions::token(TOKEN).with_presence().handlers())
@@ -29,7 +33,7 @@ async fn server(grace: Duration) -> (TestServer, Groups) {
                 })
             }
         })
-        .presence(Presence::groups(["todo-*"]).grace(grace))
+        .presence(presence)
         .presence_id(|conn| match conn.get::<User>() {
             Some(user) => user.0.clone(),
             None => conn.id().to_string(),
@@ -254,4 +258,86 @@ async fn presence_settings_without_presence_are_refused() {
             .contains("presence_id and presence_info need presence"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn the_rust_client_asks_who_is_there_and_reads_joins_and_leaves() {
+    use rohrpost::client::{group_object, Client as RustClient, Event, Member};
+
+    let (server, _groups) = server(Duration::from_secs(15)).await;
+    let ada = RustClient::builder(format!("{}?user=ada", server.url))
+        .token(TOKEN)
+        .connect()
+        .await
+        .expect("the client connects");
+    let mut todo = ada
+        .subscribe_with_presence::<Value>(group_object("todo", 1))
+        .await
+        .expect("subscribed");
+    let member = |id: &str| Member {
+        id: id.into(),
+        info: json!({"user": id}),
+    };
+    assert_eq!(next(&mut todo).await, Event::Join(member("ada")));
+    let mut bob = connect(&server, "bob").await;
+    bob.call(subscribe(1, false)).await;
+    assert_eq!(next(&mut todo).await, Event::Join(member("bob")));
+    let here = ada
+        .presence(group_object("todo", 1))
+        .await
+        .expect("presence");
+    assert_eq!((here.connections, here.members), (2, 2));
+    assert_eq!(here.list.map(|list| list.len()), Some(2));
+    bob.call(json!({"id": 2, "type": "unsubscribe", "auth_jwt": TOKEN, "data": {"type": "todo", "id": 1}}))
+        .await;
+    assert_eq!(next(&mut todo).await, Event::Leave(member("bob")));
+    ada.close().await;
+    server.shutdown().await;
+}
+
+async fn next(todo: &mut rohrpost::client::Subscription<Value>) -> rohrpost::client::Event<Value> {
+    tokio::time::timeout(Duration::from_secs(5), todo.next_event())
+        .await
+        .expect("an event in time")
+        .expect("the subscription is open")
+        .expect("an event, not an error")
+}
+
+#[tokio::test]
+async fn events_are_batched_per_interval_and_a_join_and_leave_in_one_batch_cancel_out() {
+    let interval = Duration::from_millis(400);
+    let (server, _groups) = server_with(Presence::groups(["todo-*"]).interval(interval)).await;
+    let mut watcher = connect(&server, "ada").await;
+    watch(&mut watcher, "ada").await;
+    // Within the interval after the watcher's own join: bob and carl come, carl goes.
+    let mut bob = connect(&server, "bob").await;
+    bob.call(subscribe(1, false)).await;
+    let mut carl = connect(&server, "carl").await;
+    carl.call(subscribe(1, false)).await;
+    carl.call(json!({"id": 2, "type": "unsubscribe", "auth_jwt": TOKEN, "data": {"type": "todo", "id": 1}}))
+        .await;
+    // One batch: bob's join; carl's join and leave cancelled out.
+    expect_event(&mut watcher, "join", "bob").await;
+    watcher
+        .expect_silence(interval + Duration::from_millis(200))
+        .await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn groups_above_events_max_send_no_events_but_still_count() {
+    let (server, groups) = server_with(Presence::groups(["todo-*"]).events_max(2)).await;
+    let mut watcher = connect(&server, "ada").await;
+    watch(&mut watcher, "ada").await;
+    let mut bob = connect(&server, "bob").await;
+    bob.call(subscribe(1, false)).await;
+    expect_event(&mut watcher, "join", "bob").await;
+    // The third member: over the limit, no event; the count and the list go on.
+    let mut carl = connect(&server, "carl").await;
+    carl.call(subscribe(1, false)).await;
+    watcher.expect_silence(Duration::from_millis(300)).await;
+    let snapshot = groups.presence("todo-1").await.unwrap();
+    assert_eq!((snapshot.connections, snapshot.members), (3, 3));
+    assert_eq!(snapshot.list.map(|list| list.len()), Some(3));
+    server.shutdown().await;
 }

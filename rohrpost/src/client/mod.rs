@@ -63,7 +63,8 @@ pub use self::error::ClientError;
 use self::pushes::Listener;
 pub use self::pushes::{Pushed, DEFAULT_PUSH_BACKLOG};
 use self::subscription::Delivery;
-pub use self::subscription::{Subscription, Update};
+pub use self::subscription::{Event, Member, Subscription, Update};
+use crate::presence::PresenceSnapshot;
 use crate::subscribe::GroupObject;
 
 /// The rustls version the client uses, to build a [`ClientBuilder::tls_config`] with.
@@ -113,6 +114,8 @@ enum Command {
     Subscribe {
         id: u64,
         object: GroupObject,
+        /// Whether the group's join and leave events are wanted too.
+        presence: bool,
         updates: mpsc::UnboundedSender<Delivery>,
         reply: oneshot::Sender<Result<String, ClientError>>,
     },
@@ -207,12 +210,56 @@ impl Client {
         &self,
         object: GroupObject,
     ) -> Result<Subscription<T>, ClientError> {
+        self.subscribe_as(object, false).await
+    }
+
+    /// Subscribes to `object`'s group with `"presence": true`: beside its updates, the
+    /// subscription gets the group's joins and leaves ([`Subscription::next_event`]), when
+    /// the server keeps presence for it.
+    ///
+    /// ```no_run
+    /// use rohrpost::client::{group_object, Client, Event};
+    /// use serde_json::Value;
+    ///
+    /// # async fn run() -> Result<(), rohrpost::client::ClientError> {
+    /// let client = Client::connect("ws://127.0.0.1:8000/rohrpost/?user=ada").await?;
+    /// let here = client.presence(group_object("todo", 1)).await?;
+    /// println!("{} looking at todo 1", here.members);
+    /// let mut todo = client.subscribe_with_presence::<Value>(group_object("todo", 1)).await?;
+    /// while let Some(event) = todo.next_event().await {
+    ///     match event? {
+    ///         Event::Join(member) => println!("{} opened it", member.id),
+    ///         Event::Leave(member) => println!("{} left", member.id),
+    ///         Event::Update(update) => println!("{:?}", update.object),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe_with_presence<T: DeserializeOwned>(
+        &self,
+        object: GroupObject,
+    ) -> Result<Subscription<T>, ClientError> {
+        self.subscribe_as(object, true).await
+    }
+
+    /// Who is in `object`'s group: the server's `presence` request.
+    pub async fn presence(&self, object: GroupObject) -> Result<PresenceSnapshot, ClientError> {
+        self.call_as("presence", object).await
+    }
+
+    async fn subscribe_as<T: DeserializeOwned>(
+        &self,
+        object: GroupObject,
+        presence: bool,
+    ) -> Result<Subscription<T>, ClientError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (updates, received) = mpsc::unbounded_channel();
         let (reply, replied) = oneshot::channel();
         self.command(Command::Subscribe {
             id,
             object,
+            presence,
             updates,
             reply,
         })?;

@@ -47,6 +47,7 @@ struct PendingCall {
 #[derive(Debug)]
 struct PendingSubscribe {
     object: GroupObject,
+    presence: bool,
     updates: mpsc::UnboundedSender<Delivery>,
     reply: oneshot::Sender<Result<String, ClientError>>,
 }
@@ -55,6 +56,8 @@ struct PendingSubscribe {
 #[derive(Debug)]
 struct Group {
     object: GroupObject,
+    /// Whether a subscription asked for the group's join and leave events.
+    presence: bool,
     subscribers: HashMap<u64, mpsc::UnboundedSender<Delivery>>,
     /// The last position seen (reply or push), for groups with history: re-subscribing
     /// sends it as `since`.
@@ -140,12 +143,14 @@ impl Requests {
             Command::Subscribe {
                 id,
                 object,
+                presence,
                 updates,
                 reply,
             } => {
-                let data = with_since(&object, None);
+                let data = with_since(&object, None, presence);
                 let pending = PendingSubscribe {
                     object,
+                    presence,
                     updates,
                     reply,
                 };
@@ -196,7 +201,7 @@ impl Requests {
             .groups
             .iter()
             .map(|(name, group)| {
-                let data = with_since(&group.object, group.position.as_ref());
+                let data = with_since(&group.object, group.position.as_ref(), group.presence);
                 (name.clone(), data)
             })
             .collect();
@@ -217,6 +222,7 @@ impl Requests {
             self.waiting.push(Command::Subscribe {
                 id,
                 object: pending.object,
+                presence: pending.presence,
                 updates: pending.updates,
                 reply: pending.reply,
             });
@@ -374,9 +380,11 @@ impl Requests {
                 let position = data.as_object().and_then(position_in);
                 let entry = self.groups.entry(group.clone()).or_insert_with(|| Group {
                     object: pending.object,
+                    presence: false,
                     subscribers: HashMap::new(),
                     position: None,
                 });
+                entry.presence |= pending.presence;
                 if let Some(position) = position {
                     note(&mut entry.position, position);
                 }
@@ -400,12 +408,16 @@ fn abandoned(command: &Command) -> bool {
 }
 
 /// The group object as it is sent: with `since`, the last position seen or `null`, so that
-/// a group with history gives positions (a server without it ignores the key).
-fn with_since(object: &GroupObject, position: Option<&Position>) -> Option<Value> {
+/// a group with history gives positions (a server without it ignores the key); and
+/// `"presence": true` when a subscription asked for the group's joins and leaves.
+fn with_since(object: &GroupObject, position: Option<&Position>, presence: bool) -> Option<Value> {
     let mut value = serde_json::to_value(object).ok()?;
     if let Value::Object(fields) = &mut value {
         let since = position.and_then(|p| serde_json::to_value(p).ok());
         fields.insert("since".into(), since.unwrap_or(Value::Null));
+        if presence {
+            fields.insert("presence".into(), Value::Bool(true));
+        }
     }
     Some(value)
 }
@@ -482,10 +494,24 @@ mod tests {
         let command = Command::Subscribe {
             id,
             object,
+            presence: false,
             updates,
             reply,
         };
         (command, replied, received)
+    }
+
+    #[test]
+    fn a_group_object_asks_for_presence_only_when_wanted() {
+        let object = crate::client::group_object("todo", 1);
+        assert_eq!(
+            with_since(&object, None, true),
+            Some(json!({"type": "todo", "id": 1, "since": null, "presence": true}))
+        );
+        assert_eq!(
+            with_since(&object, None, false),
+            Some(json!({"type": "todo", "id": 1, "since": null}))
+        );
     }
 
     #[test]

@@ -31,6 +31,29 @@ pub struct Update<T> {
     pub object: T,
 }
 
+/// What a subscription with presence yields: an update, or a member that came or went.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event<T> {
+    /// An object of the group was created, updated or deleted.
+    Update(Update<T>),
+    /// A member's first connection joined the group.
+    Join(Member),
+    /// A member's last connection left the group (after the server's grace for a
+    /// disconnect).
+    Leave(Member),
+}
+
+/// A member of a group with presence, as its join or leave names it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Member {
+    /// Its presence id.
+    pub id: String,
+    /// The info the server gave it (`null` without).
+    #[serde(default)]
+    pub info: Value,
+}
+
 /// The updates of one subscribed group, in order.
 pub struct Subscription<T> {
     pub(super) key: u64,
@@ -61,9 +84,24 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// server replays what was missed for groups that keep a history. When it could not
     /// (no history, or too much missed), this yields [`ClientError::Missed`] once: refetch
     /// the state, then go on reading updates.
+    ///
+    /// Joins and leaves (for a subscription with presence) are skipped: read them with
+    /// [`next_event`](Self::next_event).
     pub async fn next(&mut self) -> Option<Result<Update<T>, ClientError>> {
+        loop {
+            match self.next_event().await? {
+                Ok(Event::Update(update)) => return Some(Ok(update)),
+                Ok(_) => continue,
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+
+    /// The next update, join or leave; `None` once the client is closed or the group
+    /// unsubscribed. Errors as for [`next`](Self::next).
+    pub async fn next_event(&mut self) -> Option<Result<Event<T>, ClientError>> {
         match self.updates.recv().await? {
-            Delivery::Update(data) => Some(decode_update(data)),
+            Delivery::Update(data) => Some(decode_event(data)),
             Delivery::Missed => Some(Err(ClientError::Missed {
                 group: self.group.clone(),
             })),
@@ -84,6 +122,30 @@ impl<T> Drop for Subscription<T> {
             group: self.group.clone(),
         });
     }
+}
+
+fn decode_event<T: DeserializeOwned>(data: Value) -> Result<Event<T>, ClientError> {
+    let kind = data.get("type").and_then(Value::as_str);
+    if let Some(kind @ ("join" | "leave")) = kind {
+        let join = kind == "join";
+        let member = data
+            .get("object")
+            .cloned()
+            .map(serde_json::from_value::<Member>)
+            .transpose()
+            .ok()
+            .flatten()
+            .ok_or_else(|| ClientError::Decode {
+                what: "a presence event",
+                reason: format!("no member `{{id, info}}` in {data}"),
+            })?;
+        return Ok(if join {
+            Event::Join(member)
+        } else {
+            Event::Leave(member)
+        });
+    }
+    decode_update(data).map(Event::Update)
 }
 
 fn decode_update<T: DeserializeOwned>(data: Value) -> Result<Update<T>, ClientError> {
@@ -123,5 +185,30 @@ mod tests {
             matches!(unknown, Err(ClientError::Decode { .. })),
             "{unknown:?}"
         );
+    }
+
+    #[test]
+    fn joins_and_leaves_decode_as_members() {
+        let join = json!({"type": "join", "group": "todo-1", "object": {"id": "u7", "info": {"user": "u7"}}});
+        assert_eq!(
+            decode_event::<Value>(join).unwrap(),
+            Event::Join(Member {
+                id: "u7".into(),
+                info: json!({"user": "u7"})
+            })
+        );
+        let leave = json!({"type": "leave", "group": "todo-1", "object": {"id": "u7"}});
+        assert_eq!(
+            decode_event::<Value>(leave).unwrap(),
+            Event::Leave(Member {
+                id: "u7".into(),
+                info: Value::Null
+            })
+        );
+        let broken = json!({"type": "join", "group": "todo-1", "object": 5});
+        assert!(matches!(
+            decode_event::<Value>(broken),
+            Err(ClientError::Decode { .. })
+        ));
     }
 }
