@@ -413,3 +413,80 @@ pub(crate) async fn resume(
     let _ = editor.close(None).await;
     result
 }
+
+/// What one mass join measured.
+pub(crate) struct JoinResult {
+    /// From the first connection to the last subscribe reply.
+    pub joined: Duration,
+    /// From the first connection until both nodes counted every member (`None`: the group
+    /// keeps no presence, or the counts never agreed within the deadline).
+    pub agreed: Option<Duration>,
+    /// The open sockets, kept until the measurements are taken.
+    pub sockets: Vec<Socket>,
+}
+
+/// `members` clients, each its own user (`?user=m<k>`), alternating between nodes `a` and
+/// `b`, subscribe to `group` (`todo-1` keeps presence, `todos-all` does not); with
+/// presence, both nodes are asked for the count until both say `members`.
+pub(crate) async fn join_many(
+    a: SocketAddr,
+    b: SocketAddr,
+    members: usize,
+    group: (&str, &str),
+    progress: &indicatif::ProgressBar,
+) -> JoinResult {
+    let (object_type, object_id) = (group.0.to_owned(), group.1.to_owned());
+    let presence = object_type == "todo";
+    let mut askers = [
+        connect(a, "/rohrpost/?user=asker-a", 1).await,
+        connect(b, "/rohrpost/?user=asker-b", 2).await,
+    ];
+    let started = Instant::now();
+    let limit = Arc::new(Semaphore::new(256));
+    let tasks: Vec<_> = (0..members)
+        .map(|n| {
+            let limit = limit.clone();
+            let progress = progress.clone();
+            let subscribe = json!({"id": n, "type": "subscribe", "auth_jwt": "hunter2",
+                "data": {"type": object_type, "id": object_id.parse::<u64>().map(Value::from).unwrap_or(Value::from(object_id.clone()))}});
+            let node = if n % 2 == 0 { a } else { b };
+            tokio::spawn(async move {
+                let _permit = limit.acquire().await.expect("semaphore");
+                let mut socket = connect(node, &format!("/rohrpost/?user=m{n}"), n + 3).await;
+                let reply = call(&mut socket, subscribe).await;
+                assert!(reply.get("error").is_none(), "subscribe refused: {reply}");
+                progress.inc(1);
+                socket
+            })
+        })
+        .collect();
+    let mut sockets = Vec::with_capacity(members);
+    for task in tasks {
+        sockets.push(task.await.expect("member task"));
+    }
+    let joined = started.elapsed();
+    let mut agreed = None;
+    if presence {
+        let ask = json!({"id": 0, "type": "presence", "auth_jwt": "hunter2",
+            "data": {"type": "todo", "id": 1, "list": false}});
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let mut all = true;
+            for asker in &mut askers {
+                let reply = call(asker, ask.clone()).await;
+                all &= reply["data"]["members"].as_u64() == Some(members as u64);
+            }
+            if all {
+                agreed = Some(started.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    sockets.extend(askers);
+    JoinResult {
+        joined,
+        agreed,
+        sockets,
+    }
+}

@@ -83,6 +83,15 @@ enum Mode {
         #[arg(long)]
         redis: bool,
     },
+    /// Presence at scale: M members (each its own user) join one todo, alternating between
+    /// two nodes over Redis; the same against a group without presence. Memory, Redis
+    /// commands per join, and the time until both nodes count every member.
+    Presence {
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// Runs one server (used by the modes above).
     #[command(hide = true)]
     Serve {
@@ -146,10 +155,100 @@ fn main() {
                 rounds,
                 redis,
             } => resume(clients, missed, rows, rounds, redis).await,
+            Mode::Presence { members, rounds } => presence(members, rounds).await,
             Mode::Serve { .. } => unreachable!("handled above"),
         }
     });
     println!("{report}");
+}
+
+async fn presence(members: usize, rounds: usize) -> Value {
+    let Some(redis) = RedisProcess::start() else {
+        return json!({"mode": "presence", "error": "redis-server could not be started"});
+    };
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        for (label, group) in [
+            ("no presence", ("todos", "all")),
+            ("presence", ("todo", "1")),
+        ] {
+            redis.reset();
+            let a = ServerProcess::start(Kind::Todo, Some(&redis.url()), None);
+            let b = ServerProcess::start(Kind::Todo, Some(&redis.url()), None);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            redis.reset_counts();
+            let (rss_a, rss_b, redis_before) = (a.rss_kib(), b.rss_kib(), redis.used_memory());
+            let (cpu_before, own_before) = (a.cpu_time() + b.cpu_time(), process::own_cpu_time());
+            let progress = bar(members as u64, &format!("{label} joins"));
+            let result = load::join_many(a.addr, b.addr, members, group, &progress).await;
+            progress.finish_and_clear();
+            let elapsed = result.agreed.unwrap_or(result.joined);
+            let generator =
+                (process::own_cpu_time() - own_before).as_secs_f64() / elapsed.as_secs_f64();
+            let cpu = a.cpu_time() + b.cpu_time() - cpu_before;
+            let commands = redis.commands();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let grown = (a.rss_kib() + b.rss_kib()).saturating_sub(rss_a + rss_b);
+            let redis_grown = redis.used_memory().saturating_sub(redis_before);
+            // The count polls are the bench's own: MULTI, GET, HLEN, EXEC.
+            let polls = ["multi", "exec", "get", "hlen"];
+            let join_commands: u64 = commands
+                .iter()
+                .filter(|(name, _)| !polls.contains(&name.as_str()))
+                .map(|(_, calls)| calls)
+                .sum();
+            let scripts: u64 = commands
+                .iter()
+                .filter(|(name, _)| name.starts_with("eval"))
+                .map(|(_, calls)| calls)
+                .sum();
+            let round2 = |x: f64| (x * 100.0).round() / 100.0;
+            rows.push(json!({
+                "round": round, "group": label, "members": members,
+                "joined_ms": (result.joined.as_secs_f64() * 1e4).round() / 10.0,
+                "counts_agree_ms": result.agreed.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0),
+                "node_kib_per_member": round2(grown as f64 / members as f64),
+                "redis_bytes_per_member": round2(redis_grown as f64 / members as f64),
+                "redis_commands_per_join": round2(join_commands as f64 / members as f64),
+                "script_calls": scripts,
+                "script_calls_per_join": round2(scripts as f64 / members as f64),
+                "redis_commands_by_name": commands.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "servers_cpu_ms": (cpu.as_secs_f64() * 1e4).round() / 10.0,
+                "generator_cpu_share": round2(generator),
+            }));
+            drop(result.sockets);
+        }
+    }
+    println!("mode presence: {members} members join one todo, alternating between two nodes over Redis; {rounds} rounds");
+    println!(
+        "{:>6} {:>12} {:>10} {:>16} {:>12} {:>16} {:>14} {:>10} {:>12} {:>10}",
+        "round",
+        "group",
+        "joined ms",
+        "counts agree ms",
+        "node KiB/m",
+        "Redis bytes/m",
+        "Redis cmd/join",
+        "scripts/join",
+        "servers CPU",
+        "generator"
+    );
+    for row in &rows {
+        println!(
+            "{:>6} {:>12} {:>10} {:>16} {:>12} {:>16} {:>14} {:>10} {:>12} {:>10}",
+            row["round"].to_string(),
+            row["group"].as_str().unwrap_or(""),
+            row["joined_ms"].to_string(),
+            row["counts_agree_ms"].to_string(),
+            row["node_kib_per_member"].to_string(),
+            row["redis_bytes_per_member"].to_string(),
+            row["redis_commands_per_join"].to_string(),
+            row["script_calls_per_join"].to_string(),
+            row["servers_cpu_ms"].to_string(),
+            row["generator_cpu_share"].to_string(),
+        );
+    }
+    json!({"mode": "presence", "members": members, "rows": rows})
 }
 
 async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize, redis: bool) -> Value {

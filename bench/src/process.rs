@@ -212,6 +212,15 @@ impl RedisProcess {
         self.cli(&["CONFIG", "RESETSTAT"]);
     }
 
+    /// Bytes Redis holds (`INFO memory`, `used_memory`).
+    pub(crate) fn used_memory(&self) -> u64 {
+        self.cli(&["INFO", "memory"])
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Commands served since the counts were zeroed, by name (`INFO commandstats`).
     pub(crate) fn commands(&self) -> Vec<(String, u64)> {
         self.cli(&["INFO", "commandstats"])

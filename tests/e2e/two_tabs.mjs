@@ -24,10 +24,10 @@ const fail = async (message) => {
 try {
   const context = await browser.newContext();
   const [a, b] = [await context.newPage(), await context.newPage()];
-  for (const page of [a, b]) {
+  for (const [page, user] of [[a, "ann"], [b, "ben"]]) {
     page.on("pageerror", (error) => console.error("page error:", error.message));
     page.on("console", (message) => { if (message.type() === "error") console.error("console:", message.text()); });
-    await page.goto(url);
+    await page.goto(`${url}?user=${user}`);
     await page.waitForSelector("#status.connected", { timeout: 5000 });
   }
   const within = { timeout: 1000 };
@@ -39,6 +39,20 @@ try {
     () => [...document.querySelectorAll("li input.title")].some((i) => i.value === "milk"),
     null, within);
   console.log("B sees the new todo");
+
+  // Presence: each page shows that the other has the todo open (a presence request, then
+  // joins and leaves).
+  for (const [page, other] of [[a, "ben"], [b, "ann"]]) {
+    try {
+      await page.waitForFunction(
+        (other) => [...document.querySelectorAll("li .viewers")].some((v) => v.textContent === `also here: ${other}`),
+        other, { timeout: 5000, polling: 50 });
+    } catch (error) {
+      const seen = await page.evaluate(() => [...document.querySelectorAll("li .viewers")].map((v) => v.textContent));
+      await fail(`a page does not show ${other} looking at the todo: ${JSON.stringify(seen)}`);
+    }
+  }
+  console.log("each page shows the other looking at the todo");
 
   // A renames; B shows it within a second.
   const row = a.locator("li").filter({ has: a.locator('input.title') }).first();

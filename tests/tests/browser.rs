@@ -126,6 +126,7 @@ async fn two_pages_see_each_others_changes_and_survive_a_restart() {
     assert!(status.success(), "the browser script failed: {seen:?}");
     for step in [
         "B sees the new todo",
+        "each page shows the other looking at the todo",
         "B sees the rename",
         "both pages reconnected",
         "A sees B's todo after the restart",

@@ -12,7 +12,7 @@
 //! [`Groups::presence`](crate::Groups::presence) lists the connections, the distinct members
 //! and each member with its info and connection count;
 //! [`Groups::presence_count`](crate::Groups::presence_count) gives the two counts only. With
-//! [`RedisGroups`](crate::groups::RedisGroups) both answer for every node.
+//! `RedisGroups` (the `redis` feature) both answer for every node.
 //!
 //! # On the wire (usable from an unmodified rohrpost.js)
 //!
@@ -52,7 +52,7 @@
 //!
 //! # Across nodes
 //!
-//! With [`RedisGroups`](crate::groups::RedisGroups), each group's members live in Redis
+//! With `RedisGroups` (the `redis` feature), each group's members live in Redis
 //! hashes with per-node connection counts, written by one script per batch of changes. Each
 //! node refreshes one liveness key every third of [`Presence::node_ttl`]; when a node stops
 //! (crash, SIGKILL, network), another one finds its key expired and removes its members, so

@@ -1,4 +1,4 @@
-//! Where a group's members are counted: in this process ([`MemoryStore`]), or in Redis for
+//! Where a group's members are counted: in this process (`MemoryStore`), or in Redis for
 //! every node. Not a public API: group layers provide it.
 
 use std::collections::HashMap;
