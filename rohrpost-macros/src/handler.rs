@@ -221,6 +221,7 @@ fn generate(function: &ItemFn, names: &[LitStr], krate_path: Option<&Path>) -> T
     let boxed = quote_spanned! {ident.span()=>
         ::std::boxed::Box::pin(__rohrpost_future)
     };
+    let schema = schema_registration(function, names, krate_path);
     quote! {
         #function
 
@@ -246,7 +247,112 @@ fn generate(function: &ItemFn, names: &[LitStr], krate_path: Option<&Path>) -> T
                     __rohrpost_call,
                 )
             }
+
+            #schema
         };
+    }
+}
+
+/// With the `schema` feature of rohrpost: the handler's request data and reply, described.
+/// `(&&Probe::<T>::new()).describe(g)` takes `T`'s schema when `T: JsonSchema`, else any
+/// JSON (autoref specialization: the types are concrete here).
+fn schema_registration(
+    function: &ItemFn,
+    names: &[LitStr],
+    krate_path: Option<&Path>,
+) -> TokenStream {
+    let krate = crate::krate(krate_path, Span::call_site());
+    let schema = quote!(#krate::__private::schema);
+    let data = match data_type(function) {
+        Some(ty) => quote! {
+            ::core::option::Option::Some((&&#schema::Probe::<#ty>::new()).describe(__rohrpost_generator))
+        },
+        None => quote!(::core::option::Option::None),
+    };
+    let reply = match &function.sig.output {
+        ReturnType::Default => quote!(#schema::ReplyDescription::empty()),
+        ReturnType::Type(_, ty) => reply_description(ty, &schema),
+    };
+    quote! {
+        #krate::__schema! {
+            #krate::__private::inventory::submit! {
+                #schema::HandlerSchema::new(&[#(#names),*], {
+                    fn __rohrpost_describe(
+                        __rohrpost_generator: &mut #schema::SchemaGenerator,
+                    ) -> #schema::HandlerDescription {
+                        #[allow(unused_imports)]
+                        use #schema::{DescribeAny as _, DescribeTyped as _};
+                        #schema::HandlerDescription::new(#data, #reply)
+                    }
+                    __rohrpost_describe
+                })
+            }
+        }
+    }
+}
+
+/// The `T` of a `Data<T>` argument, if the handler takes one.
+fn data_type(function: &ItemFn) -> Option<&Type> {
+    function.sig.inputs.iter().find_map(|input| {
+        let FnArg::Typed(arg) = input else {
+            return None;
+        };
+        let (name, argument) = last_segment(&arg.ty)?;
+        (name == "Data").then_some(argument).flatten()
+    })
+}
+
+/// The last segment's name of a path type and its first type argument.
+fn last_segment(ty: &Type) -> Option<(String, Option<&Type>)> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let segment = path.path.segments.last()?;
+    let argument = match &segment.arguments {
+        syn::PathArguments::AngleBracketed(arguments) => {
+            arguments.args.iter().find_map(|argument| match argument {
+                syn::GenericArgument::Type(ty) => Some(ty),
+                _ => None,
+            })
+        }
+        _ => None,
+    };
+    Some((segment.ident.to_string(), argument))
+}
+
+/// What a return type makes of the reply (see `rohrpost::schema`).
+fn reply_description(ty: &Type, schema: &TokenStream) -> TokenStream {
+    let typed = |ty: &Type| {
+        quote! {
+            #schema::ReplyDescription::data((&&#schema::Probe::<#ty>::new()).describe(__rohrpost_generator))
+        }
+    };
+    match ty {
+        Type::Tuple(tuple) if tuple.elems.is_empty() => quote!(#schema::ReplyDescription::empty()),
+        Type::Paren(inner) => reply_description(&inner.elem, schema),
+        Type::Group(inner) => reply_description(&inner.elem, schema),
+        Type::ImplTrait(_) | Type::Infer(_) => {
+            quote!(#schema::ReplyDescription::data(#schema::Described::any()))
+        }
+        Type::Path(_) => match last_segment(ty) {
+            Some((name, Some(inner))) if name == "Result" => {
+                let inner = reply_description(inner, schema);
+                quote!(#inner.or_error())
+            }
+            Some((name, Some(inner))) if name == "Option" => {
+                let inner = reply_description(inner, schema);
+                quote!(#inner.optional())
+            }
+            Some((name, Some(inner))) if name == "Json" => typed(inner),
+            Some((name, None)) if name == "NoReply" => {
+                quote!(#schema::ReplyDescription::no_reply())
+            }
+            Some((name, None)) if name == "Value" || name == "Message" => {
+                quote!(#schema::ReplyDescription::data(#schema::Described::any()))
+            }
+            _ => typed(ty),
+        },
+        _ => typed(ty),
     }
 }
 

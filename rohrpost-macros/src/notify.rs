@@ -204,7 +204,32 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
             }
         }
     });
+    // With the `schema` feature of rohrpost: the pushed object's schema, per group type.
+    let schema = (options.serialize.is_some()
+        && options.data.is_none()
+        && input.generics.params.is_empty())
+    .then(|| {
+        let schema = quote!(#krate::__private::schema);
+        quote! {
+            #krate::__schema! {
+                #krate::__private::inventory::submit! {
+                    #schema::PushSchema::new(#type_name, {
+                        fn __rohrpost_describe(
+                            __rohrpost_generator: &mut #schema::SchemaGenerator,
+                        ) -> #schema::Described {
+                            #[allow(unused_imports)]
+                            use #schema::{DescribeAny as _, DescribeTyped as _};
+                            (&&#schema::Probe::<#ident>::new()).describe(__rohrpost_generator)
+                        }
+                        __rohrpost_describe
+                    })
+                }
+            }
+        }
+    });
     let implementation = quote! {
+        #schema
+
         impl #impl_generics #krate::notify::Notify for #ident #type_generics #where_clause {
             fn pk(&self) -> #krate::__private::serde_json::Value {
                 #krate::__private::to_pk(&self.#pk)
@@ -231,6 +256,10 @@ fn generate(input: &DeriveInput, options: &Options, pk: &Ident) -> TokenStream {
                 };
             }
         }
-        None => implementation,
+        None => quote! {
+            const _: () = {
+                #implementation
+            };
+        },
     }
 }

@@ -80,6 +80,9 @@ pub mod presence;
 pub mod protocol;
 mod registry;
 pub mod reply;
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub mod schema;
 pub mod server;
 pub mod subscribe;
 mod type_map;
@@ -157,6 +160,17 @@ pub mod __private {
     pub use inventory;
     pub use serde_json;
 
+    /// What `#[rohrpost_handler]` and `#[derive(Notify)]` record of their types, with the
+    /// `schema` feature.
+    #[cfg(feature = "schema")]
+    pub mod schema {
+        pub use crate::schema::{
+            DescribeAny, DescribeTyped, Described, HandlerDescription, HandlerSchema, Probe,
+            PushSchema, ReplyDescription,
+        };
+        pub use schemars::SchemaGenerator;
+    }
+
     /// A primary key as JSON (`null` if it does not serialize).
     pub fn to_pk<T: serde::Serialize + ?Sized>(pk: &T) -> serde_json::Value {
         serde_json::to_value(pk).unwrap_or(serde_json::Value::Null)
@@ -174,7 +188,30 @@ pub mod __private {
     }
 }
 
+/// What the macros write for the `schema` feature: kept with it, dropped without it (a
+/// `#[cfg(feature)]` in their output would test the user's crate's features, not ours).
+#[cfg(feature = "schema")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __schema {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+
+/// What the macros write for the `schema` feature: dropped without it.
+#[cfg(not(feature = "schema"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __schema {
+    ($($tokens:tt)*) => {};
+}
+
 /// The README's Rust snippets, compiled as doc tests (they use the optional features).
-#[cfg(all(doctest, feature = "axum", feature = "sqlx", feature = "client"))]
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "sqlx",
+    feature = "client",
+    feature = "schema"
+))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeSnippets;

@@ -151,6 +151,12 @@ impl Handlers {
 
     /// The handler of `name`, with the name as the set stores it (which outlives the
     /// request, so the dispatcher need not copy the request's).
+    /// Forgets the handler of `name`.
+    #[cfg(feature = "schema")]
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.map.remove(name);
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<(&str, &Registered)> {
         self.map
             .get_key_value(name)

@@ -25,6 +25,7 @@ use crate::{Connection, Data, Error, Handlers, Json, Request};
 
 /// What rohrpost.js subscribes to: `{"type": "todo", "id": 1}`, the group `"todo-1"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct GroupObject {
     /// The object's type, e.g. `"todo"`.
     #[serde(rename = "type")]
@@ -359,6 +360,7 @@ impl fmt::Debug for Subscriptions {
 /// The `subscribe` reply's data: `{"group": "todo-1"}`, and for a subscriber that sent
 /// `since` the group's position and whether what it missed was recovered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Subscribed {
     /// The group joined.
     pub group: String,

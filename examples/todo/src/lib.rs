@@ -15,6 +15,7 @@ use rohrpost::presence::Presence;
 use rohrpost::server::ServerError;
 use rohrpost::subscribe::Subscriptions;
 use rohrpost::Groups;
+use schemars::JsonSchema;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
@@ -51,6 +52,12 @@ pub struct Config {
     /// viewers leave; fractions allowed.
     #[arg(long, env = "ROHRPOST_NODE_TTL", default_value_t = 15.0, value_parser = seconds)]
     pub node_ttl: f64,
+    /// Print the protocol's AsyncAPI document (JSON) and exit.
+    #[arg(long)]
+    pub asyncapi: bool,
+    /// Print the protocol's TypeScript declarations and exit.
+    #[arg(long, conflicts_with = "asyncapi")]
+    pub typescript: bool,
 }
 
 /// A duration in seconds: a finite number, not negative.
@@ -78,6 +85,8 @@ impl Config {
             history_size: DEFAULT_HISTORY_SIZE,
             presence_grace: 15.0,
             node_ttl: 15.0,
+            asyncapi: false,
+            typescript: false,
         }
     }
 
@@ -145,7 +154,7 @@ impl Db {
 /// A todo, as stored and as pushed: `{"id", "title"}` to the group `todo-<id>`. Every push
 /// carries the whole todo, so a subscriber that falls behind gets only the latest update of
 /// each (conflation) instead of being disconnected.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Notify)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Notify)]
 #[rohrpost(serialize, conflate)]
 pub struct Todo {
     pub id: i64,
@@ -186,12 +195,14 @@ impl Todo {
     }
 }
 
-#[derive(Deserialize)]
+/// A todo to create.
+#[derive(Deserialize, JsonSchema)]
 struct NewTodo {
     title: String,
 }
 
-#[derive(Deserialize)]
+/// A todo's id.
+#[derive(Serialize, Deserialize, JsonSchema)]
 struct TodoId {
     id: i64,
 }
@@ -246,7 +257,7 @@ async fn delete(
     db: State<Db>,
     groups: Groups,
     Data(TodoId { id }): Data<TodoId>,
-) -> Result<Value, Error> {
+) -> Result<Json<TodoId>, Error> {
     let mut tx = Transaction::begin(db.pool(), groups).await?;
     let row = sqlx::query("DELETE FROM todos WHERE id = $1 RETURNING id, title")
         .bind(id)
@@ -257,7 +268,7 @@ async fn delete(
     tx.deleted(&todo);
     tx.deleted(&Listed(&todo));
     tx.commit().await?;
-    Ok(json!({ "id": id }))
+    Ok(Json(TodoId { id }))
 }
 
 /// `todo.list` → every todo, oldest first.
@@ -299,7 +310,7 @@ async fn snapshot(db: State<Db>, groups: Groups) -> Result<Json<Snapshot>, Error
 }
 
 /// `todo.snapshot`'s reply.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Snapshot {
     /// Every todo, oldest first.
     pub todos: Vec<Todo>,
@@ -313,10 +324,31 @@ async fn echo(req: Request) -> Option<Value> {
     req.data
 }
 
-/// Every handler of the demo: the ones above, `ping` (built in), and `subscribe`,
-/// `unsubscribe` and `presence` for subscribers with `token`.
+/// Every handler of the demo: the ones above, `ping` (built in), `subscribe`,
+/// `unsubscribe` and `presence` for subscribers with `token`, and `rohrpost.schema` (the
+/// AsyncAPI document).
 pub fn handlers(token: &str) -> Handlers {
-    Handlers::collect().merge(Subscriptions::token(token).with_presence().handlers())
+    Handlers::collect()
+        .merge(Subscriptions::token(token).with_presence().handlers())
+        .with_schema()
+}
+
+/// The demo's AsyncAPI document (`--asyncapi`; committed as `examples/todo/asyncapi.json`).
+pub fn asyncapi() -> Value {
+    handlers(DEMO_TOKEN).asyncapi()
+}
+
+/// The demo's TypeScript declarations (`--typescript`; committed as
+/// `examples/todo/rohrpost-types.d.ts`).
+pub fn typescript() -> String {
+    rohrpost::schema::typescript(&asyncapi())
+}
+
+/// The AsyncAPI document as `--asyncapi` prints it: indented JSON and a newline.
+pub fn asyncapi_text() -> String {
+    let mut text = serde_json::to_string_pretty(&asyncapi()).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Who a connection is: the `user` query parameter of its URL (`/rohrpost/?user=ada`).
@@ -408,6 +440,14 @@ pub const RESUME_MODULE: &str = include_str!("../rohrpost-resume.js");
 /// Serves the demo (the page at `/`, rohrpost at `/rohrpost/`) until Ctrl-C or SIGTERM, then
 /// shuts down gracefully.
 pub async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    if config.asyncapi {
+        print!("{}", asyncapi_text());
+        return Ok(());
+    }
+    if config.typescript {
+        print!("{}", typescript());
+        return Ok(());
+    }
     let groups = config.groups().await?;
     let (router, endpoint) = router(&config, groups).await?;
     let listener = tokio::net::TcpListener::bind(config.addr.as_str()).await?;

@@ -137,6 +137,7 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
 
 /// A position in a group's stream: the offset of its last push and the stream's epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Position {
     /// The offset of the last push (0 before the first).
     pub offset: u64,

@@ -179,6 +179,7 @@ impl Presence {
 /// Who is in a group: the reply of a `presence` request, and of
 /// [`Groups::presence`](crate::Groups::presence).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PresenceSnapshot {
     /// The group.
     pub group: String,
@@ -193,6 +194,7 @@ pub struct PresenceSnapshot {
 
 /// One member of a group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PresenceMember {
     /// Its presence id.
     pub id: String,
