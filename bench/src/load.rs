@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use tokio::net::{TcpSocket, TcpStream};
@@ -16,8 +16,8 @@ use tokio_tungstenite::WebSocketStream;
 
 pub(crate) type Socket = WebSocketStream<TcpStream>;
 
-/// Connects from 127.0.0.`n` (spreading source addresses past one address's ports).
-pub(crate) async fn connect(addr: SocketAddr, path: &str, n: usize) -> Socket {
+/// A TCP connection from 127.0.0.`n` (spreading source addresses past one address's ports).
+pub(crate) async fn tcp(addr: SocketAddr, n: usize) -> TcpStream {
     let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (n % 253) as u8));
     let socket = TcpSocket::new_v4().expect("socket");
     socket
@@ -25,6 +25,12 @@ pub(crate) async fn connect(addr: SocketAddr, path: &str, n: usize) -> Socket {
         .expect("bind a loopback source address");
     let stream = socket.connect(addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
+    stream
+}
+
+/// Connects from 127.0.0.`n` (spreading source addresses past one address's ports).
+pub(crate) async fn connect(addr: SocketAddr, path: &str, n: usize) -> Socket {
+    let stream = tcp(addr, n).await;
     let url = format!("ws://{addr}{path}");
     let (socket, _) = tokio_tungstenite::client_async(url, stream)
         .await
@@ -60,7 +66,10 @@ pub(crate) async fn rtt(
 ) -> RttResult {
     let mut sockets = Vec::with_capacity(connections);
     for n in 0..connections {
-        sockets.push(connect(addr, path, n).await);
+        let socket = crate::wire::RawSocket::connect(addr, path, n)
+            .await
+            .expect("WebSocket handshake");
+        sockets.push(socket);
     }
     let started = Instant::now();
     let deadline = started + duration;
@@ -82,25 +91,28 @@ pub(crate) async fn rtt(
     result
 }
 
-async fn pinger(mut socket: Socket, in_flight: usize, deadline: Instant) -> (u64, Histogram<u64>) {
+/// Keeps `in_flight` pings outstanding on one connection until `deadline`: reads every
+/// reply that has arrived, then writes their replacements in one write. The ping is one
+/// pre-masked frame (`{"id":1,"type":"ping"}`, the same for every request: replies come in
+/// order), copied, and replies are counted by their headers, so the generator spends a
+/// fraction of what the server does per message.
+async fn pinger(
+    mut socket: crate::wire::RawSocket,
+    in_flight: usize,
+    deadline: Instant,
+) -> (u64, Histogram<u64>) {
+    let ping = crate::wire::masked_text(br#"{"id":1,"type":"ping"}"#);
     let mut latency = histogram();
     let mut sent_at = VecDeque::with_capacity(in_flight);
-    let mut next_id = 0_u64;
     let mut messages = 0;
+    let mut out = Vec::with_capacity(ping.len() * in_flight);
+    let now = Instant::now();
     for _ in 0..in_flight {
-        sent_at.push_back(Instant::now());
-        let ping = format!(r#"{{"id":{next_id},"type":"ping"}}"#);
-        next_id += 1;
-        socket.feed(Frame::Text(ping.into())).await.expect("send");
+        sent_at.push_back(now);
+        out.extend_from_slice(&ping);
     }
-    socket.flush().await.expect("flush");
-    // Reads every reply that has arrived, then writes their replacements and flushes once:
-    // one write per batch, not per message, so that the generator is not what is measured.
-    while let Some(Ok(frame)) = socket.next().await {
-        let mut replies = u64::from(frame.is_text());
-        while let Some(Some(Ok(frame))) = socket.next().now_or_never() {
-            replies += u64::from(frame.is_text());
-        }
+    socket.write(&out).await.expect("send");
+    while let Ok(replies) = socket.read_frames().await {
         let now = Instant::now();
         for _ in 0..replies {
             let Some(sent) = sent_at.pop_front() else {
@@ -110,18 +122,17 @@ async fn pinger(mut socket: Socket, in_flight: usize, deadline: Instant) -> (u64
             messages += 1;
         }
         if now < deadline {
+            out.clear();
             for _ in 0..replies {
                 sent_at.push_back(now);
-                let ping = format!(r#"{{"id":{next_id},"type":"ping"}}"#);
-                next_id += 1;
-                socket.feed(Frame::Text(ping.into())).await.expect("send");
+                out.extend_from_slice(&ping);
             }
-            socket.flush().await.expect("flush");
+            socket.write(&out).await.expect("send");
         } else if sent_at.is_empty() {
             break;
         }
     }
-    let _ = socket.close(None).await;
+    socket.close().await;
     (messages, latency)
 }
 
@@ -207,14 +218,26 @@ pub(crate) async fn fanout(
     let complete = Arc::new(std::sync::Mutex::new(histogram()));
 
     let mut tasks = Vec::with_capacity(subscribers);
+    let subscribe = crate::wire::masked_text(
+        br#"{"id":1,"type":"subscribe","auth_jwt":"hunter2","data":{"type":"todo","id":1}}"#,
+    );
     for n in 0..subscribers {
-        let mut socket = connect(subscribe_to, "/rohrpost/", n + 1).await;
-        let reply = call(
-            &mut socket,
-            json!({"id": 1, "type": "subscribe", "auth_jwt": "hunter2", "data": {"type": "todo", "id": 1}}),
-        )
-        .await;
-        assert_eq!(reply["data"]["group"], "todo-1", "subscribed: {reply}");
+        // The subscribers count and read pushes by their frame headers (the generator's
+        // receiving side must cost less than the server's sending side).
+        let mut socket = crate::wire::RawSocket::connect(subscribe_to, "/rohrpost/", n + 1)
+            .await
+            .expect("WebSocket handshake");
+        socket.write(&subscribe).await.expect("subscribe");
+        let mut reply = Vec::new();
+        socket
+            .read_each(|payload| reply = payload.to_vec())
+            .await
+            .expect("the subscribe reply");
+        assert!(
+            reply.windows(16).any(|w| w == br#""group":"todo-1""#),
+            "subscribed: {}",
+            String::from_utf8_lossy(&reply)
+        );
         let sent_at = sent_at.clone();
         let remaining = remaining.clone();
         let completed = completed.clone();
@@ -223,27 +246,31 @@ pub(crate) async fn fanout(
         tasks.push(tokio::spawn(async move {
             let mut delivery = histogram();
             let mut seen = 0;
+            let mut arrived = Vec::new();
             while seen < updates {
-                let Some(Ok(frame)) = socket.next().await else {
+                arrived.clear();
+                let read = socket
+                    .read_each(|payload| arrived.extend(update_number(payload)))
+                    .await;
+                if read.is_err() {
                     break;
-                };
-                let Frame::Text(text) = frame else { continue };
-                let Some(k) = update_number(&text) else {
-                    continue;
-                };
+                }
                 let now = epoch.elapsed().as_micros() as u64;
-                let sent = sent_at[k].load(Ordering::Acquire);
-                let _ = delivery.record(now.saturating_sub(sent).max(1));
-                seen += 1;
-                if remaining[k].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    let _ = complete
-                        .lock()
-                        .unwrap()
-                        .record(now.saturating_sub(sent).max(1));
-                    done_updates.fetch_add(1, Ordering::AcqRel);
-                    completed.notify_one();
+                for &k in &arrived {
+                    let sent = sent_at[k].load(Ordering::Acquire);
+                    let _ = delivery.record(now.saturating_sub(sent).max(1));
+                    seen += 1;
+                    if remaining[k].fetch_sub(1, Ordering::AcqRel) == 1 {
+                        let _ = complete
+                            .lock()
+                            .unwrap()
+                            .record(now.saturating_sub(sent).max(1));
+                        done_updates.fetch_add(1, Ordering::AcqRel);
+                        completed.notify_one();
+                    }
                 }
             }
+            socket.close().await;
             (seen as u64, delivery)
         }));
     }
@@ -280,11 +307,12 @@ pub(crate) async fn fanout(
 }
 
 /// The `k` of a push whose title is `u<k>`.
-fn update_number(text: &str) -> Option<usize> {
-    let start = text.find(r#""title":"u"#)? + r#""title":"u"#.len();
-    let rest = &text[start..];
-    let end = rest.find('"')?;
-    rest[..end].parse().ok()
+fn update_number(payload: &[u8]) -> Option<usize> {
+    const TITLE: &[u8] = br#""title":"u"#;
+    let start = payload.windows(TITLE.len()).position(|w| w == TITLE)? + TITLE.len();
+    let rest = &payload[start..];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 async fn call(socket: &mut Socket, request: Value) -> Value {

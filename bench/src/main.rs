@@ -5,6 +5,7 @@
 mod load;
 mod process;
 mod servers;
+mod wire;
 
 use std::time::Duration;
 

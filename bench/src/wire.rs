@@ -1,0 +1,173 @@
+//! The load generator's own WebSocket client for round trips: the handshake written by
+//! hand, one pre-masked frame copied per request, and replies counted by their frame
+//! headers (no UTF-8 check, no allocation per message). It costs a fraction of a full client
+//! per message, so that a round-trip figure measures the server, not the generator.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The mask key of every frame this client sends (the server unmasks any key).
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// An open WebSocket over which frames are counted, not decoded.
+pub(crate) struct RawSocket {
+    stream: TcpStream,
+    /// Bytes read and not yet counted as a whole frame.
+    buffer: Vec<u8>,
+}
+
+impl RawSocket {
+    /// Opens a WebSocket to `path` on `addr` from 127.0.0.`n` (see [`crate::load::tcp`]).
+    pub(crate) async fn connect(addr: SocketAddr, path: &str, n: usize) -> io::Result<Self> {
+        let mut stream = crate::load::tcp(addr, n).await;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buffer = Vec::with_capacity(64 * 1024);
+        let head_end = loop {
+            if stream.read_buf(&mut buffer).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+        };
+        if !buffer.starts_with(b"HTTP/1.1 101") {
+            let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+            return Err(io::Error::other(format!("the upgrade was refused: {head}")));
+        }
+        buffer.drain(..head_end);
+        Ok(Self { stream, buffer })
+    }
+
+    /// Writes `bytes` (whole frames) at once.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Waits for data, reads what has arrived, and returns how many whole text or binary
+    /// frames it completes (control frames are skipped; a close ends the socket).
+    pub(crate) async fn read_frames(&mut self) -> io::Result<usize> {
+        self.read_each(|_| {}).await
+    }
+
+    /// As [`read_frames`](Self::read_frames), handing each data frame's payload to `each`.
+    pub(crate) async fn read_each(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
+        loop {
+            let (frames, used) = frames_in(&self.buffer, &mut each)?;
+            if frames > 0 {
+                self.buffer.drain(..used);
+                return Ok(frames);
+            }
+            self.buffer.drain(..used);
+            if self.buffer.capacity() - self.buffer.len() < 16 * 1024 {
+                self.buffer.reserve(64 * 1024);
+            }
+            if self.stream.read_buf(&mut self.buffer).await? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Sends a close frame and drops the socket.
+    pub(crate) async fn close(mut self) {
+        let _ = self.stream.write_all(&masked(0x8, &[0x03, 0xe8])).await;
+    }
+}
+
+/// A masked text frame of `payload`, as a client must send it.
+pub(crate) fn masked_text(payload: &[u8]) -> Vec<u8> {
+    masked(0x1, payload)
+}
+
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(0x80 | opcode);
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=65535 => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&MASK);
+    frame.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+/// Counts the whole data frames at the start of `bytes`; returns them and the bytes they
+/// (and the control frames among them) take. A close frame is an error.
+#[cfg(test)]
+fn count_frames(bytes: &[u8]) -> io::Result<(usize, usize)> {
+    frames_in(bytes, |_| {})
+}
+
+/// As `count_frames`, handing each data frame's payload (unmasked: the server's) to `each`.
+fn frames_in(bytes: &[u8], mut each: impl FnMut(&[u8])) -> io::Result<(usize, usize)> {
+    let (mut frames, mut at) = (0, 0);
+    while let Some(header) = bytes.get(at..at + 2) {
+        let opcode = header[0] & 0x0f;
+        let masked = header[1] & 0x80 != 0;
+        let (len, mut size) = match header[1] & 0x7f {
+            126 => match bytes.get(at + 2..at + 4) {
+                Some(len) => (u16::from_be_bytes([len[0], len[1]]) as usize, 4),
+                None => break,
+            },
+            127 => match bytes.get(at + 2..at + 10) {
+                Some(len) => (
+                    usize::try_from(u64::from_be_bytes(len.try_into().expect("8 bytes")))
+                        .map_err(io::Error::other)?,
+                    10,
+                ),
+                None => break,
+            },
+            len => (len as usize, 2),
+        };
+        if masked {
+            size += 4;
+        }
+        if bytes.len() < at + size + len {
+            break;
+        }
+        match opcode {
+            0x1 | 0x2 => {
+                frames += 1;
+                each(&bytes[at + size..at + size + len]);
+            }
+            0x8 => return Err(io::Error::other("the server closed the connection")),
+            _ => {}
+        }
+        at += size + len;
+    }
+    Ok((frames, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_counted_whole_and_only_whole() {
+        let pong = [&[0x81, 5][..], b"hello"].concat();
+        let long = [&[0x81, 126, 0, 200][..], &[b'x'; 200]].concat();
+        let ping = [0x89, 0];
+        let stream = [&pong[..], &ping, &long, &pong[..3]].concat();
+        assert_eq!(
+            count_frames(&stream).unwrap(),
+            (2, pong.len() + 2 + long.len())
+        );
+        assert!(count_frames(&[0x88, 0]).is_err());
+        let sent = masked_text(b"{}");
+        assert_eq!(sent[..2], [0x81, 0x82]);
+        assert_eq!(sent[6] ^ MASK[0], b'{');
+    }
+}
