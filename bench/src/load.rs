@@ -56,26 +56,61 @@ impl RttResult {
     }
 }
 
+/// How a server is asked the same `ping {"x":1}` and answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// rohrpost's `{"id","type":"ping","data":{"x":1}}` at `/rohrpost/`.
+    Rohrpost,
+    /// The same frame at `/`, for the hand-written servers.
+    Plain,
+    /// A socket.io event with an ack: `421["ping",{"x":1}]`.
+    Socketio,
+    /// JSON-RPC 2.0: `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":1}}`.
+    JsonRpc,
+}
+
+impl Protocol {
+    fn request(self) -> &'static [u8] {
+        match self {
+            Protocol::Rohrpost | Protocol::Plain => br#"{"id":1,"type":"ping","data":{"x":1}}"#,
+            Protocol::Socketio => br#"421["ping",{"x":1}]"#,
+            Protocol::JsonRpc => br#"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":1}}"#,
+        }
+    }
+
+    async fn connect(self, addr: SocketAddr, n: usize) -> std::io::Result<crate::wire::RawSocket> {
+        match self {
+            Protocol::Rohrpost => crate::wire::RawSocket::connect(addr, "/rohrpost/", n).await,
+            Protocol::Plain | Protocol::JsonRpc => {
+                crate::wire::RawSocket::connect(addr, "/", n).await
+            }
+            Protocol::Socketio => crate::wire::RawSocket::connect_socketio(addr, n).await,
+        }
+    }
+}
+
 /// `connections` sockets, each keeping `in_flight` pings outstanding for `duration`.
 pub(crate) async fn rtt(
     addr: SocketAddr,
-    path: &str,
+    protocol: Protocol,
     connections: usize,
     in_flight: usize,
     duration: Duration,
 ) -> RttResult {
     let mut sockets = Vec::with_capacity(connections);
     for n in 0..connections {
-        let socket = crate::wire::RawSocket::connect(addr, path, n)
+        let socket = protocol
+            .connect(addr, n)
             .await
             .expect("WebSocket handshake");
         sockets.push(socket);
     }
     let started = Instant::now();
     let deadline = started + duration;
+    let request = crate::wire::masked_text(protocol.request());
     let tasks: Vec<_> = sockets
         .into_iter()
-        .map(|socket| tokio::spawn(pinger(socket, in_flight, deadline)))
+        .map(|socket| tokio::spawn(pinger(socket, request.clone(), in_flight, deadline)))
         .collect();
     let mut result = RttResult {
         messages: 0,
@@ -93,15 +128,15 @@ pub(crate) async fn rtt(
 
 /// Keeps `in_flight` pings outstanding on one connection until `deadline`: reads every
 /// reply that has arrived, then writes their replacements in one write. The ping is one
-/// pre-masked frame (`{"id":1,"type":"ping"}`, the same for every request: replies come in
-/// order), copied, and replies are counted by their headers, so the generator spends a
-/// fraction of what the server does per message.
+/// pre-masked frame (the same for every request: replies are matched in order), copied,
+/// and replies are counted by their headers, so the generator spends a fraction of what
+/// the server does per message.
 async fn pinger(
     mut socket: crate::wire::RawSocket,
+    ping: Vec<u8>,
     in_flight: usize,
     deadline: Instant,
 ) -> (u64, Histogram<u64>) {
-    let ping = crate::wire::masked_text(br#"{"id":1,"type":"ping"}"#);
     let mut latency = histogram();
     let mut sent_at = VecDeque::with_capacity(in_flight);
     let mut messages = 0;

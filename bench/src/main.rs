@@ -385,7 +385,13 @@ fn warn_if_generator_bound(saturated: bool) {
 }
 
 async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: usize) -> Value {
-    const KINDS: [Kind; 3] = [Kind::EchoBaseline, Kind::Rohrpost, Kind::SerdePing];
+    const KINDS: [Kind; 5] = [
+        Kind::EchoBaseline,
+        Kind::Rohrpost,
+        Kind::SerdePing,
+        Kind::SocketioAcks,
+        Kind::Jsonrpsee,
+    ];
     let mut rows = Vec::new();
     let mut ratios = Vec::new();
     let mut serde_ratios = Vec::new();
@@ -398,13 +404,14 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
         let mut runs = Vec::new();
         for kind in KINDS {
             let server = ServerProcess::start(kind, None, None);
-            let path = if kind == Kind::Rohrpost {
-                "/rohrpost/"
-            } else {
-                "/"
+            let protocol = match kind {
+                Kind::Rohrpost => load::Protocol::Rohrpost,
+                Kind::SocketioAcks => load::Protocol::Socketio,
+                Kind::Jsonrpsee => load::Protocol::JsonRpc,
+                _ => load::Protocol::Plain,
             };
             let (server_cpu, own_cpu) = (server.cpu_time(), process::own_cpu_time());
-            let result = load::rtt(server.addr, path, connections, in_flight, seconds).await;
+            let result = load::rtt(server.addr, protocol, connections, in_flight, seconds).await;
             let wall = result.elapsed.as_secs_f64();
             let server_share = (server.cpu_time() - server_cpu).as_secs_f64() / wall;
             let generator_share = (process::own_cpu_time() - own_cpu).as_secs_f64() / wall;

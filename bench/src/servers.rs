@@ -25,6 +25,11 @@ pub(crate) enum Kind {
     /// `Value`, `{"id","type":"pong","data"?}` written back, writes batched as the echo
     /// baseline's. What a team would write without a framework.
     SerdePing,
+    /// socketioxide (socket.io v5 over WebSocket): a `ping` event acknowledged with its
+    /// data, what socket.io's request/reply is.
+    SocketioAcks,
+    /// jsonrpsee's WebSocket server: a `ping` method returning its params.
+    Jsonrpsee,
     /// Hand-written tokio-tungstenite fan-out over the demo's subscribe/update messages:
     /// one serialization, the same bytes queued to every member, writes batched per
     /// connection. The ceiling for pushes.
@@ -55,6 +60,8 @@ pub(crate) async fn serve(
         }
         Kind::FanoutBaseline => fanout_baseline(addr).await,
         Kind::SerdePing => serde_ping(addr).await,
+        Kind::SocketioAcks => socketio_acks(addr).await,
+        Kind::Jsonrpsee => jsonrpsee_ping(addr).await,
         Kind::Todo | Kind::TodoWithoutHistory => {
             let directory = tempfile::tempdir_in(fast_tmp()).expect("temporary directory");
             let database_url = database_url.unwrap_or_else(|| app::sqlite_in(directory.path()));
@@ -148,6 +155,37 @@ async fn serde_ping(addr: &str) {
         _ => None,
     })
     .await;
+}
+
+async fn socketio_acks(addr: &str) {
+    use socketioxide::extract::{AckSender, Data, SocketRef};
+    let (layer, io) = socketioxide::SocketIo::new_layer();
+    io.ns("/", async |socket: SocketRef| {
+        socket.on(
+            "ping",
+            async |Data::<serde_json::Value>(data), ack: AckSender| {
+                let _ = ack.send(&data);
+            },
+        );
+    });
+    let app = axum::Router::new().layer(layer);
+    let listener = TcpListener::bind(addr).await.expect("bind");
+    ready(listener.local_addr().expect("address"));
+    axum::serve(listener, app).await.expect("socket.io server");
+}
+
+async fn jsonrpsee_ping(addr: &str) {
+    let server = jsonrpsee::server::Server::builder()
+        .build(addr)
+        .await
+        .expect("bind");
+    let mut module = jsonrpsee::RpcModule::new(());
+    module
+        .register_method("ping", |params, _, _| params.parse::<serde_json::Value>())
+        .expect("a method");
+    ready(server.local_addr().expect("address"));
+    let handle = server.start(module);
+    handle.stopped().await;
 }
 
 type Members = Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Utf8Bytes>>>>>;

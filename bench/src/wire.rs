@@ -17,6 +17,8 @@ pub(crate) struct RawSocket {
     stream: TcpStream,
     /// Bytes read and not yet counted as a whole frame.
     buffer: Vec<u8>,
+    /// Engine.IO (socket.io): its pings (`2`) are answered (`3`) and not counted.
+    engine_io: bool,
 }
 
 impl RawSocket {
@@ -42,7 +44,37 @@ impl RawSocket {
             return Err(io::Error::other(format!("the upgrade was refused: {head}")));
         }
         buffer.drain(..head_end);
-        Ok(Self { stream, buffer })
+        Ok(Self {
+            stream,
+            buffer,
+            engine_io: false,
+        })
+    }
+
+    /// A socket.io (Engine.IO 4) connection over WebSocket, joined to the `/` namespace:
+    /// the open packet read, `40` sent, the namespace's `40{…}` read.
+    pub(crate) async fn connect_socketio(addr: SocketAddr, n: usize) -> io::Result<Self> {
+        let mut socket = Self::connect(addr, "/socket.io/?EIO=4&transport=websocket", n).await?;
+        let mut first = Vec::new();
+        socket.read_each(|payload| first = payload.to_vec()).await?;
+        if !first.starts_with(b"0{") {
+            return Err(io::Error::other("no Engine.IO open packet"));
+        }
+        socket.engine_io = true;
+        socket.write(&masked_text(b"40")).await?;
+        let mut joined = Vec::new();
+        while joined.is_empty() {
+            socket
+                .read_each(|payload| joined = payload.to_vec())
+                .await?;
+        }
+        if !joined.starts_with(b"40") {
+            return Err(io::Error::other(format!(
+                "the namespace did not accept the connection: {}",
+                String::from_utf8_lossy(&joined)
+            )));
+        }
+        Ok(socket)
     }
 
     /// Writes `bytes` (whole frames) at once.
@@ -59,12 +91,23 @@ impl RawSocket {
     /// As [`read_frames`](Self::read_frames), handing each data frame's payload to `each`.
     pub(crate) async fn read_each(&mut self, mut each: impl FnMut(&[u8])) -> io::Result<usize> {
         loop {
-            let (frames, used) = frames_in(&self.buffer, &mut each)?;
+            let mut pings = 0;
+            let engine_io = self.engine_io;
+            let (frames, used) = frames_in(&self.buffer, |payload| {
+                if engine_io && payload == b"2" {
+                    pings += 1;
+                } else {
+                    each(payload);
+                }
+            })?;
+            self.buffer.drain(..used);
+            for _ in 0..pings {
+                self.stream.write_all(&masked_text(b"3")).await?;
+            }
+            let frames = frames - pings;
             if frames > 0 {
-                self.buffer.drain(..used);
                 return Ok(frames);
             }
-            self.buffer.drain(..used);
             if self.buffer.capacity() - self.buffer.len() < 16 * 1024 {
                 self.buffer.reserve(64 * 1024);
             }

@@ -31,6 +31,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// What every connection of a server shares: its handlers and its application state.
 pub(crate) struct Dispatcher {
     handlers: Handlers,
+    /// No handler took `ping`: the built-in answers it.
+    builtin_ping: bool,
     state: Arc<TypeMap>,
     metrics: Metrics,
     handler_timeout: Duration,
@@ -44,6 +46,7 @@ impl Dispatcher {
         handler_timeout: Duration,
     ) -> Self {
         Self {
+            builtin_ping: handlers.get(protocol::PING).is_none(),
             handlers,
             state: Arc::new(state),
             metrics,
@@ -72,6 +75,11 @@ impl Dispatcher {
         text: Utf8Bytes,
         connection: &Connection,
     ) -> Option<String> {
+        if self.builtin_ping {
+            if let Some(pong) = raw_pong(&text) {
+                return Some(pong);
+            }
+        }
         let request = match parse(&text) {
             Ok(request) => request,
             Err(reply) => return Some(reply),
@@ -254,6 +262,64 @@ fn pong(request: Request) -> String {
     };
     // Serializing a `Value` cannot fail.
     reply_json(&request.id, protocol::PONG, &data).unwrap_or_default()
+}
+
+/// The built-in `ping` answered without building a `Value`: the type borrowed, the id and
+/// `data` kept as the raw text the client sent (so the id comes back exactly as sent, and
+/// an object is given back as given). `None` for anything but a plain `ping` object (another
+/// type, escapes in the type, duplicate keys, a `null` id…): the general path answers those.
+fn raw_pong(text: &str) -> Option<String> {
+    use serde_json::value::RawValue;
+
+    /// A field that is kept as raw text, `null` included (an `Option` would take `null` for
+    /// absent).
+    struct Raw<'a>(Option<&'a RawValue>);
+
+    impl<'de: 'a, 'a> serde::Deserialize<'de> for Raw<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            <&RawValue>::deserialize(deserializer).map(|raw| Raw(Some(raw)))
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Ping<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        #[serde(rename = "type", borrow)]
+        message_type: Option<&'a str>,
+        #[serde(borrow, default = "absent")]
+        data: Raw<'a>,
+    }
+
+    fn absent<'a>() -> Raw<'a> {
+        Raw(None)
+    }
+
+    // A struct would also take an array (`["1","ping"]`): objects only.
+    if !text.trim_start().starts_with('{') {
+        return None;
+    }
+    let ping: Ping<'_> = serde_json::from_str(text).ok()?;
+    if ping.message_type? != protocol::PING {
+        return None;
+    }
+    let id = ping.id?.get();
+    let mut out = String::with_capacity(text.len() + 32);
+    out.push_str(r#"{"id":"#);
+    out.push_str(id);
+    out.push_str(r#","type":"pong""#);
+    if let Some(data) = ping.data.0.map(RawValue::get) {
+        if data.starts_with('{') {
+            out.push_str(r#","data":"#);
+            out.push_str(data);
+        } else {
+            out.push_str(r#","data":{"data":"#);
+            out.push_str(data);
+            out.push('}');
+        }
+    }
+    out.push('}');
+    Some(out)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
@@ -440,6 +506,57 @@ mod tests {
             parse(r#"{"type":"x"}"#).unwrap_err(),
             r#"{"error":"Missing required field 'id'."}"#
         );
+    }
+
+    #[test]
+    fn the_raw_pong_answers_as_the_general_path_does() {
+        for (ping, pong) in [
+            (r#"{"id":7,"type":"ping"}"#, r#"{"id":7,"type":"pong"}"#),
+            (
+                r#"{"id":"a","type":"ping","data":{"x":1}}"#,
+                r#"{"id":"a","type":"pong","data":{"x":1}}"#,
+            ),
+            (
+                r#"{"type":"ping","data":[1,2],"id":3}"#,
+                r#"{"id":3,"type":"pong","data":{"data":[1,2]}}"#,
+            ),
+            (
+                r#"{"id":4,"type":"ping","data":null}"#,
+                r#"{"id":4,"type":"pong","data":{"data":null}}"#,
+            ),
+            (
+                r#"{"id":18446744073709551617,"type":"ping","auth_jwt":"t"}"#,
+                r#"{"id":18446744073709551617,"type":"pong"}"#,
+            ),
+        ] {
+            assert_eq!(raw_pong(ping).as_deref(), Some(pong), "{ping}");
+            // The general path agrees.
+            let general = pong_of(ping);
+            assert_eq!(general, pong, "{ping}");
+        }
+        // What the raw path leaves to the general one.
+        for other in [
+            r#"["1","ping"]"#,
+            r#"{"id":1,"type":"echo"}"#,
+            r#"{"id":1,"type":"p\u0069ng"}"#,
+            r#"{"id":1,"id":2,"type":"ping"}"#,
+            r#"{"id":null,"type":"ping"}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"id":1,"type":"ping"} x"#,
+        ] {
+            assert_eq!(raw_pong(other), None, "{other}");
+        }
+    }
+
+    /// The general path's pong (with the exact id restored, as `dispatch` does).
+    fn pong_of(text: &str) -> String {
+        let request = parse(text).unwrap();
+        let exact = ExactId::of(text, &request.id);
+        let reply = pong(request);
+        match exact {
+            Some(exact) => exact.restore(reply),
+            None => reply,
+        }
     }
 
     #[test]
