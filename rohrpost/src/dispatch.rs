@@ -69,16 +69,24 @@ impl Dispatcher {
         }
     }
 
+    /// The reply to a built-in `ping`, answered at once from the raw text (see
+    /// [`raw_pong`]); `None` for any other frame.
+    pub(crate) fn pong_now(&self, text: &str) -> Option<String> {
+        if self.builtin_ping {
+            raw_pong(text)
+        } else {
+            None
+        }
+    }
+
     /// Handles one text frame and returns the reply to send, if any.
     pub(crate) async fn dispatch(
         &self,
         text: Utf8Bytes,
         connection: &Connection,
     ) -> Option<String> {
-        if self.builtin_ping {
-            if let Some(pong) = raw_pong(&text) {
-                return Some(pong);
-            }
+        if let Some(pong) = self.pong_now(&text) {
+            return Some(pong);
         }
         let request = match parse(&text) {
             Ok(request) => request,

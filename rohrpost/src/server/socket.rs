@@ -225,16 +225,21 @@ async fn read_loop<S: Transport>(
                 if bucket.as_mut().is_some_and(|bucket| !bucket.take()) {
                     shared.metrics.add(Counter::RateLimited);
                     Some(shared.dispatcher.refuse(&text, RATE_LIMITED))
+                } else if let Some(pong) = shared.dispatcher.pong_now(&text) {
+                    Some(pong)
                 } else if concurrent {
                     running.push(shared.dispatcher.dispatch(text, connection));
                     None
                 } else {
+                    // Boxed: a handler's future lives for one message, and every idle
+                    // connection's task would otherwise reserve room for it all its life.
+                    let dispatch = Box::pin(shared.dispatcher.dispatch(text, connection));
                     tokio::select! {
                         biased;
                         // A connection stopped at once does not wait for its handler; at
                         // shutdown, the handler finishes (within the shutdown timeout).
                         _ = connection.reader_stopped() => return End::Closed,
-                        reply = shared.dispatcher.dispatch(text, connection) => reply,
+                        reply = dispatch => reply,
                     }
                 }
             }
