@@ -285,12 +285,16 @@ impl Subscriptions {
             .authorized(connection.clone(), &request, object, Action::Subscribe)
             .await?;
         let groups = connection.server_groups();
+        let was_member = groups.is_member(&group, &connection);
         let watched = presence.then(|| groups.watch_presence(&group, &connection));
         let joined = groups.join_since(&group, &connection, &since).await;
         let joined = match joined {
             Ok(joined) => joined,
             Err(error) => {
-                groups.unwatch_presence(&group, &connection);
+                // A watch an earlier subscribe set up stays.
+                if !was_member {
+                    groups.unwatch_presence(&group, &connection);
+                }
                 return Err(Error::internal(error));
             }
         };

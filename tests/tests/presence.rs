@@ -339,5 +339,11 @@ async fn groups_above_events_max_send_no_events_but_still_count() {
     let snapshot = groups.presence("todo-1").await.unwrap();
     assert_eq!((snapshot.connections, snapshot.members), (3, 3));
     assert_eq!(snapshot.list.map(|list| list.len()), Some(3));
+    // Its leave back to the limit is as silent as its join was.
+    carl.call(json!({"id": 2, "type": "unsubscribe", "auth_jwt": TOKEN, "data": {"type": "todo", "id": 1}}))
+        .await;
+    watcher.expect_silence(Duration::from_millis(300)).await;
+    let count = groups.presence_count("todo-1").await.unwrap();
+    assert_eq!((count.connections, count.members), (2, 2));
     server.shutdown().await;
 }

@@ -297,6 +297,33 @@ async fn the_members_of_a_killed_node_leave_within_node_ttl_and_grace() {
     );
     a.until_counted((1, 1)).await;
     println!("a killed node's member left after {took:?}");
+    // The dead node is forgotten; once the group is empty, none of its keys is left behind.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("rohrpost:group:presence-nodes")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if nodes.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead node stays listed: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ada.call(unsubscribe()).await;
+    a.until_counted((0, 0)).await;
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("rohrpost:group:{todo-1}:p*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "keys of an empty group: {left:?}");
     a.server.shutdown().await;
 }
 

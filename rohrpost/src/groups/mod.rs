@@ -542,6 +542,10 @@ impl Groups {
                 tracker.left_all(connection, true);
                 return Err(GroupError::Closed);
             }
+            // So may a leave of this group (another handler of the connection): undo the count.
+            if !self.layer.is_member(group, connection) {
+                tracker.left(group, connection, false);
+            }
         }
         Ok(joined)
     }

@@ -60,7 +60,13 @@ impl Events {
     /// Sends `notice` to the watchers of `group` now, or with the group's next batch when
     /// one went out less than the interval ago.
     pub(crate) fn notify(self: &Arc<Self>, group: &str, notice: Notice) {
-        if notice.members > self.max {
+        // The group's size on the big side of the event: a leave from max + 1 to max is as
+        // silent as the join that made it max + 1.
+        let size = match notice.kind {
+            super::store::Kind::Join => notice.members,
+            super::store::Kind::Leave => notice.members + 1,
+        };
+        if size > self.max {
             return;
         }
         let mut state = crate::lock::lock(&self.state);

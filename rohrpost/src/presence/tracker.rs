@@ -119,6 +119,8 @@ impl Tracker {
     /// `connection` left `group`: at once, or after the grace when it `disconnected`.
     pub(crate) fn left(self: &Arc<Self>, group: &str, connection: &Connection, disconnected: bool) {
         let mut state = crate::lock::lock(&self.state);
+        // Also a watcher that never counted (its join failed or raced with this leave).
+        state.unwatch(&self.events, group, connection);
         let Some(counted) = state.connections.get_mut(&connection.id()) else {
             return;
         };
@@ -128,7 +130,6 @@ impl Tracker {
         if counted.is_empty() {
             state.connections.remove(&connection.id());
         }
-        state.unwatch(&self.events, group, connection);
         let grace = self.presence.grace_time();
         let runtime = tokio::runtime::Handle::try_current().ok();
         state.next_grace += 1;

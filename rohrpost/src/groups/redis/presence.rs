@@ -58,6 +58,7 @@ local function gone(member)
   if redis.call('HDEL', KEYS[3], member) == 1 and object then event('l', member, object) end
 end
 local function settle()
+  if redis.call('HLEN', KEYS[3]) == 0 then redis.call('DEL', KEYS[5]) end
   if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('SADD', KEYS[1], node)
     redis.call('SADD', KEYS[6], group)
@@ -155,8 +156,20 @@ return settle()
 "
 );
 
+/// Forgets a dead node that has no group left, unless its liveness key is back. KEYS: the
+/// node's liveness key, its group set, the set of nodes. ARGV: the node.
+const FORGET: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SCARD', KEYS[2]) > 0 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+";
+
 /// The most changes one script call applies.
 const BATCH: usize = 1_000;
+/// The most groups of dead nodes one heartbeat cleans: the rest wait for the next, so that a
+/// node with many groups that dies does not hold the sweepers' own refreshes back.
+const SWEEP_GROUPS: usize = 256;
 
 /// Presence in Redis, for one node.
 pub(super) struct RedisPresence {
@@ -174,6 +187,7 @@ struct Inner {
     change: Script,
     reset: Script,
     gone: Script,
+    forget: Script,
 }
 
 /// This node's part, and the changes not yet written, under one lock: a rewrite takes
@@ -221,6 +235,7 @@ impl RedisPresence {
             change: Script::new(CHANGE),
             reset: Script::new(RESET),
             gone: Script::new(GONE),
+            forget: Script::new(FORGET),
         });
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
@@ -359,30 +374,27 @@ impl Inner {
     async fn stay_alive(&self) -> Result<(), GroupError> {
         let mut connection = self.connection.clone();
         let ttl = u64::try_from(self.node_ttl.as_millis()).unwrap_or(u64::MAX);
-        let refreshed: Option<String> = self
-            .bounded(
-                redis::cmd("SET")
-                    .arg(self.alive_key(&self.node))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(ttl)
-                    .arg("XX")
-                    .query_async(&mut connection),
-            )
-            .await?;
+        // Registered again at every beat (idempotent): a node that a sweeper forgot while it
+        // came back heals itself.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.alive_key(&self.node))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl)
+            .arg("XX")
+            .sadd(self.nodes_key(), &self.node)
+            .ignore();
+        let (refreshed,): (Option<String>,) =
+            self.bounded(pipe.query_async(&mut connection)).await?;
         if refreshed.is_none() {
             // New, or taken for dead (Redis restarted, or unreachable for node_ttl).
-            let mut pipe = redis::pipe();
-            pipe.cmd("SET")
-                .arg(self.alive_key(&self.node))
+            let mut set = redis::cmd("SET");
+            set.arg(self.alive_key(&self.node))
                 .arg(1)
                 .arg("PX")
-                .arg(ttl)
-                .ignore()
-                .sadd(self.nodes_key(), &self.node)
-                .ignore();
-            self.bounded(pipe.query_async::<()>(&mut connection))
-                .await?;
+                .arg(ttl);
+            self.bounded(set.query_async::<()>(&mut connection)).await?;
             crate::lock::lock(&self.local).dirty = true;
         }
         if std::mem::take(&mut crate::lock::lock(&self.local).dirty) {
@@ -450,34 +462,42 @@ impl Inner {
             pipe.exists(self.alive_key(node));
         }
         let alive: Vec<bool> = self.bounded(pipe.query_async(&mut connection)).await?;
+        let mut budget = SWEEP_GROUPS;
         for (node, alive) in others.into_iter().zip(alive) {
-            if alive {
+            if alive || budget == 0 {
                 continue;
             }
             let groups: Vec<String> = self
                 .bounded(
-                    redis::cmd("SMEMBERS")
+                    redis::cmd("SRANDMEMBER")
                         .arg(self.node_groups_key(node))
+                        .arg(budget)
                         .query_async(&mut connection),
                 )
                 .await?;
+            budget -= groups.len();
             tracing::info!(
                 node,
                 groups = groups.len(),
                 "a node stopped refreshing its presence; removing its members"
             );
+            let mut back = false;
             for group in &groups {
+                // Each removal drops the group from the node's set (see `settle`).
                 if self.call(&self.invocation(&self.gone, group, node)).await? < 0 {
-                    return Ok(()); // it came back
+                    back = true; // its key is back: it lives
+                    break;
                 }
             }
-            let mut pipe = redis::pipe();
-            pipe.del(self.node_groups_key(node))
-                .ignore()
-                .srem(self.nodes_key(), node)
-                .ignore();
-            self.bounded(pipe.query_async::<()>(&mut connection))
-                .await?;
+            if !back {
+                let mut forget = self.forget.prepare_invoke();
+                forget
+                    .key(self.alive_key(node))
+                    .key(self.node_groups_key(node))
+                    .key(self.nodes_key())
+                    .arg(node);
+                self.call(&forget).await?;
+            }
         }
         Ok(())
     }
