@@ -38,6 +38,18 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// A Redis group layer on this server, with the default channel prefix and `timeout`
+    /// for each Redis call.
+    pub async fn groups(&self, timeout: Duration) -> rohrpost::groups::RedisGroups {
+        rohrpost::groups::RedisGroups::connect_with(
+            &self.url(),
+            rohrpost::groups::DEFAULT_CHANNEL_PREFIX,
+            timeout,
+        )
+        .await
+        .expect("Redis reachable")
+    }
+
     /// Kills the server (an outage).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

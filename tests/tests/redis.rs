@@ -25,13 +25,7 @@ impl Node {
             redis_url: Some(redis.url()),
             ..app::Config::local(database_url)
         };
-        let layer = RedisGroups::connect_with(
-            &redis.url(),
-            rohrpost::groups::DEFAULT_CHANNEL_PREFIX,
-            Duration::from_millis(300),
-        )
-        .await
-        .expect("Redis reachable");
+        let layer = redis.groups(Duration::from_millis(300)).await;
         let server = app::server(&config, Groups::new(layer.clone()))
             .await
             .expect("node starts");

@@ -18,13 +18,7 @@ struct Node {
 
 impl Node {
     async fn start(redis: &RedisServer, history: History) -> Self {
-        let layer = RedisGroups::connect_with(
-            &redis.url(),
-            rohrpost::groups::DEFAULT_CHANNEL_PREFIX,
-            Duration::from_millis(500),
-        )
-        .await
-        .expect("Redis reachable");
+        let layer = redis.groups(Duration::from_millis(500)).await;
         let groups = Groups::new(layer.clone());
         let shout = |conn: Connection, Data(n): Data<u64>| async move {
             let message = Message::success("subscription-update", n).with_data(json!({"n": n}));

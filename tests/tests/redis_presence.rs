@@ -5,7 +5,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rohrpost::groups::RedisGroups;
 use rohrpost::handshake::{Accept, Handshake};
 use rohrpost::prelude::*;
 use rohrpost::presence::Presence;
@@ -26,13 +25,7 @@ struct Node {
 
 impl Node {
     async fn start(redis: &RedisServer, presence: Presence) -> Self {
-        let layer = RedisGroups::connect_with(
-            &redis.url(),
-            rohrpost::groups::DEFAULT_CHANNEL_PREFIX,
-            Duration::from_millis(500),
-        )
-        .await
-        .expect("Redis reachable");
+        let layer = redis.groups(Duration::from_millis(500)).await;
         let groups = Groups::new(layer);
         let builder = Server::builder()
             .handlers(Subscriptions::token(TOKEN).with_presence().handlers())

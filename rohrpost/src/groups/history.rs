@@ -40,7 +40,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct History {
-    patterns: Vec<String>,
+    patterns: GroupPatterns,
     size: usize,
     ttl: Duration,
     max_recovered: usize,
@@ -60,7 +60,7 @@ impl History {
         S: Into<String>,
     {
         Self {
-            patterns: patterns.into_iter().map(Into::into).collect(),
+            patterns: GroupPatterns::new(patterns),
             size: DEFAULT_HISTORY_SIZE,
             ttl: DEFAULT_HISTORY_TTL,
             max_recovered: DEFAULT_HISTORY_SIZE,
@@ -93,7 +93,7 @@ impl History {
 
     /// Whether `group` keeps a history.
     pub fn covers(&self, group: &str) -> bool {
-        self.patterns.iter().any(|pattern| glob(pattern, group))
+        self.patterns.covers(group)
     }
 
     /// Pushes kept per group.
@@ -115,8 +115,28 @@ impl History {
     }
 }
 
+/// Group-name patterns, where `*` stands for any text: which groups keep a history, or
+/// presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupPatterns(Vec<String>);
+
+impl GroupPatterns {
+    pub(crate) fn new<I, S>(patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self(patterns.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether `group` matches one of the patterns.
+    pub(crate) fn covers(&self, group: &str) -> bool {
+        self.0.iter().any(|pattern| glob(pattern, group))
+    }
+}
+
 /// `*` matches any text, everything else itself.
-pub(crate) fn glob(pattern: &str, text: &str) -> bool {
+fn glob(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = text.strip_prefix(first) else {

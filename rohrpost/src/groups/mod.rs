@@ -31,7 +31,7 @@ use crate::Connection;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisGroups, RedisStatus, DEFAULT_CHANNEL_PREFIX, DEFAULT_REDIS_TIMEOUT};
-pub(crate) use history::glob;
+pub(crate) use history::GroupPatterns;
 pub use history::{History, Joined, Position, Since, DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL};
 pub use memory::MemoryGroups;
 
@@ -543,7 +543,7 @@ impl Groups {
                 return Err(GroupError::Closed);
             }
             // So may a leave of this group (another handler of the connection): undo the count.
-            if !self.layer.is_member(group, connection) {
+            if tracker.presence().covers(group) && !self.layer.is_member(group, connection) {
                 tracker.left(group, connection, false);
             }
         }

@@ -99,7 +99,7 @@ pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(15);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {
-    patterns: Vec<String>,
+    patterns: crate::groups::GroupPatterns,
     grace: Duration,
     events_max: u64,
     interval: Duration,
@@ -115,7 +115,7 @@ impl Presence {
         S: Into<String>,
     {
         Self {
-            patterns: patterns.into_iter().map(Into::into).collect(),
+            patterns: crate::groups::GroupPatterns::new(patterns),
             grace: DEFAULT_PRESENCE_GRACE,
             events_max: DEFAULT_PRESENCE_EVENTS_MAX,
             interval: DEFAULT_PRESENCE_INTERVAL,
@@ -143,8 +143,8 @@ impl Presence {
     }
 
     /// With Redis: how long a node may go without refreshing its liveness key before the
-    /// others take it for dead (default 15 s; it refreshes every third of that, at least
-    /// 100 ms).
+    /// others take it for dead (default 15 s, at least 300 ms: shorter is taken as 300 ms);
+    /// it refreshes every third of that.
     pub fn node_ttl(mut self, ttl: Duration) -> Self {
         self.node_ttl = ttl;
         self
@@ -152,9 +152,7 @@ impl Presence {
 
     /// Whether `group` keeps presence.
     pub fn covers(&self, group: &str) -> bool {
-        self.patterns
-            .iter()
-            .any(|pattern| crate::groups::glob(pattern, group))
+        self.patterns.covers(group)
     }
 
     /// The grace of a disconnected member.

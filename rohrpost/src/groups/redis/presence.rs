@@ -165,6 +165,10 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return 1
 ";
 
+/// The shortest liveness a node's key gets, whatever `Presence::node_ttl` says: a refresh
+/// every 100 ms at most.
+pub(crate) const MIN_NODE_TTL: Duration = Duration::from_millis(300);
+
 /// The most changes one script call applies.
 const BATCH: usize = 1_000;
 /// The most groups of dead nodes one heartbeat cleans: the rest wait for the next, so that a
@@ -226,7 +230,7 @@ impl RedisPresence {
             node: node.to_owned(),
             connection,
             timeout,
-            node_ttl: presence.node_ttl_time().max(Duration::from_millis(300)),
+            node_ttl: presence.node_ttl_time().max(MIN_NODE_TTL),
             local: Mutex::new(Local {
                 dirty: true,
                 ..Local::default()
@@ -330,15 +334,13 @@ impl Inner {
     /// Writes the queued changes, one script call per group (and per `BATCH` changes).
     async fn write(&self) {
         let queue = std::mem::take(&mut crate::lock::lock(&self.local).queue);
-        let mut by_group: Vec<(String, Vec<Change>)> = Vec::new();
+        // Each group's changes in their order; the groups in any order.
+        let mut by_group: HashMap<String, Vec<Change>> = HashMap::new();
         for change in queue {
-            match by_group
-                .iter_mut()
-                .find(|(group, _)| *group == change.group)
-            {
-                Some((_, changes)) => changes.push(change),
-                None => by_group.push((change.group.clone(), vec![change])),
-            }
+            by_group
+                .entry(change.group.clone())
+                .or_default()
+                .push(change);
         }
         for (group, changes) in by_group {
             for batch in changes.chunks(BATCH) {
