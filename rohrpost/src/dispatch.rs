@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::extract::RequestContext;
+use crate::incoming::Incoming;
 use crate::message::{error_json, reply_json, Message};
 use crate::metrics::{Counter, Metrics};
 use crate::protocol::{self, HANDLER_TIMEOUT_ERROR, INTERNAL_ERROR};
@@ -57,7 +59,7 @@ impl Dispatcher {
     /// The reply to a message that is not handled (the rate limit): `error` under the
     /// message's id and type when it has them.
     pub(crate) fn refuse(&self, text: &str, error: &str) -> String {
-        match parse(text) {
+        match read(text) {
             Ok(request) => {
                 let reply = error_json(&request.id, &request.message_type, error);
                 match ExactId::of(text, &request.id) {
@@ -87,7 +89,9 @@ impl Dispatcher {
         text: Utf8Bytes,
         connection: &Connection,
     ) -> Option<String> {
-        let request = match parse(&text) {
+        // One pass that keeps `data` as raw text; anything unusual is left to the `Value`
+        // parse, which has the protocol's exact error replies.
+        let request = match read(&text) {
             Ok(request) => request,
             Err(reply) => return Some(reply),
         };
@@ -98,7 +102,7 @@ impl Dispatcher {
             Some((message_type, handler)) => {
                 self.run(message_type, handler, request, connection).await
             }
-            None if request.message_type == protocol::PING => Some(pong(request)),
+            None if request.message_type == protocol::PING => Some(pong(&request)),
             None => {
                 let error = protocol::unknown_type(&request.message_type);
                 Some(error_json(&request.id, &request.message_type, &error))
@@ -114,7 +118,7 @@ impl Dispatcher {
         &self,
         message_type: &str,
         handler: &Registered,
-        request: Request,
+        request: Incoming,
         connection: &Connection,
     ) -> Option<String> {
         // Kept for the replies built after the handler's future is gone (timeout, panic).
@@ -224,6 +228,15 @@ fn bare_error(error: &str) -> String {
     json_of(Message::error(error))
 }
 
+/// Reads a frame in one pass (`data` kept raw, see [`Incoming::read`]), or through a `Value`
+/// for anything unusual; on failure, the protocol's error reply to send.
+fn read(text: &str) -> Result<Incoming, String> {
+    match Incoming::read(text) {
+        Some(request) => Ok(request),
+        None => parse(text).map(Incoming::from),
+    }
+}
+
 /// Checks a frame against the protocol and splits it into a [`Request`]; on failure, the
 /// error reply to send.
 pub(crate) fn parse(text: &str) -> Result<Request, String> {
@@ -260,15 +273,21 @@ pub(crate) fn parse(text: &str) -> Result<Request, String> {
 
 /// The built-in `ping`: `{"id", "type": "pong"}`, with `data` as given when it is an
 /// object, wrapped as `{"data": …}` otherwise (`null` included: any value given is kept), and
-/// left out when absent.
-fn pong(request: Request) -> String {
-    let data = match request.data {
-        None => None,
-        Some(object @ Value::Object(_)) => Some(object),
-        Some(other) => Some(Value::Object(Map::from_iter([("data".to_owned(), other)]))),
+/// left out when absent. `data` is given back as the text the client sent.
+fn pong(request: &Incoming) -> String {
+    #[derive(serde::Serialize)]
+    struct Wrapped<'a> {
+        data: &'a RawValue,
+    }
+    let reply = match request.data.as_deref() {
+        None => reply_json(&request.id, protocol::PONG, &()),
+        Some(object) if object.get().starts_with('{') => {
+            reply_json(&request.id, protocol::PONG, object)
+        }
+        Some(other) => reply_json(&request.id, protocol::PONG, &Wrapped { data: other }),
     };
-    // Serializing a `Value` cannot fail.
-    reply_json(&request.id, protocol::PONG, &data).unwrap_or_default()
+    // Raw JSON text and a `Value` id cannot fail to serialize.
+    reply.unwrap_or_default()
 }
 
 /// The built-in `ping` answered without building a `Value`: the type borrowed, the id and
@@ -276,8 +295,6 @@ fn pong(request: Request) -> String {
 /// an object is given back as given). `None` for anything but a plain `ping` object (another
 /// type, escapes in the type, duplicate keys, a `null` id…): the general path answers those.
 fn raw_pong(text: &str) -> Option<String> {
-    use serde_json::value::RawValue;
-
     /// A field that is kept as raw text, `null` included (an `Option` would take `null` for
     /// absent).
     struct Raw<'a>(Option<&'a RawValue>);
@@ -362,6 +379,17 @@ pub fn dispatch_detached(text: &str) -> Option<String> {
     async fn echo(request: Request) -> Option<Value> {
         request.data
     }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Todo {
+        title: String,
+        done: bool,
+    }
+    async fn todo(crate::Data(todo): crate::Data<Todo>) -> crate::Json<Todo> {
+        crate::Json(todo)
+    }
+    async fn relay(crate::Data(data): crate::Data<Option<Box<RawValue>>>) -> Option<Box<RawValue>> {
+        data
+    }
     async fn fail() -> Result<(), crate::Error> {
         Err(crate::Error::internal(std::io::Error::other("hidden")))
     }
@@ -375,6 +403,8 @@ pub fn dispatch_detached(text: &str) -> Option<String> {
             Handlers::new()
                 .handler("add", add)
                 .handler("echo", echo)
+                .handler("todo", todo)
+                .handler("relay", relay)
                 .handler("fail", fail),
             TypeMap::default(),
             Metrics::default(),
@@ -408,6 +438,7 @@ pub fn dispatch_detached(text: &str) -> Option<String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::Map;
 
     /// Any JSON value, nested a few levels.
     fn json() -> impl Strategy<Value = Value> {
@@ -433,6 +464,8 @@ mod tests {
             Just(Value::from("ping")),
             Just(Value::from("add")),
             Just(Value::from("echo")),
+            Just(Value::from("todo")),
+            Just(Value::from("relay")),
             Just(Value::from("fail")),
             json(),
         ];
@@ -469,6 +502,58 @@ mod tests {
         #[test]
         fn any_request_gets_a_json_reply_and_no_panic(request in request()) {
             check_reply(dispatch_detached(&request.to_string()));
+        }
+    }
+
+    #[test]
+    fn data_is_decoded_from_the_text_as_sent() {
+        let cases = [
+            // Straight into the handler's type.
+            (
+                r#"{"id":1,"type":"todo","data":{"done":true,"title":"milk"}}"#,
+                r#"{"id":1,"type":"todo","data":{"title":"milk","done":true}}"#,
+            ),
+            // serde's reason, without a position that would count within `data`.
+            (
+                r#"{"id":2,"type":"todo","data":{"title":"milk"}}"#,
+                r#"{"id":2,"type":"todo","error":"Invalid data: missing field `done`"}"#,
+            ),
+            (
+                r#"{"id":3,"type":"add","data":{"a":"1","b":2}}"#,
+                r#"{"id":3,"type":"add","error":"Invalid data: invalid type: string \"1\", expected i64"}"#,
+            ),
+            (
+                r#"{"id":4,"type":"add"}"#,
+                r#"{"id":4,"type":"add","error":"Missing required field 'data'."}"#,
+            ),
+            // What a `Value` accepts is still accepted, with its wording of reasons.
+            (
+                r#"{"id":9,"type":"todo","data":{"title":"a","title":"b","done":true}}"#,
+                r#"{"id":9,"type":"todo","data":{"title":"b","done":true}}"#,
+            ),
+            (
+                r#"{"id":10,"type":"todo","data":{"title":1,"done":"x"}}"#,
+                r#"{"id":10,"type":"todo","error":"Invalid data: invalid type: string \"x\", expected a boolean"}"#,
+            ),
+            // Raw text is relayed byte for byte, also what a `Value` cannot hold.
+            (
+                r#"{"id":5,"type":"relay","data": {"b" : 1e400, "a":[ ]}}"#,
+                r#"{"id":5,"type":"relay","data":{"b" : 1e400, "a":[ ]}}"#,
+            ),
+            (r#"{"id":6,"type":"relay"}"#, r#"{"id":6,"type":"relay"}"#),
+            // A handler that takes the whole `Request` sees a `Value`, and says when data
+            // does not fit one.
+            (
+                r#"{"id":7,"type":"echo","data":{"b":1,"a":2}}"#,
+                r#"{"id":7,"type":"echo","data":{"a":2,"b":1}}"#,
+            ),
+            (
+                r#"{"id":8,"type":"echo","data":[1e400]}"#,
+                r#"{"id":8,"type":"echo","error":"Invalid data: number out of range"}"#,
+            ),
+        ];
+        for (sent, expected) in cases {
+            assert_eq!(dispatch_detached(sent).as_deref(), Some(expected), "{sent}");
         }
     }
 
@@ -560,9 +645,9 @@ mod tests {
 
     /// The general path's pong (with the exact id restored, as `dispatch` does).
     fn pong_of(text: &str) -> String {
-        let request = parse(text).unwrap();
+        let request = read(text).unwrap();
         let exact = ExactId::of(text, &request.id);
-        let reply = pong(request);
+        let reply = pong(&request);
         match exact {
             Some(exact) => exact.restore(reply),
             None => reply,
@@ -572,12 +657,12 @@ mod tests {
     #[test]
     fn pong_wraps_non_objects() {
         let ping = |data: Option<Value>| {
-            pong(Request {
+            pong(&Incoming::from(Request {
                 id: Value::from(7),
                 message_type: "ping".into(),
                 data,
                 fields: Map::new(),
-            })
+            }))
         };
         assert_eq!(ping(None), r#"{"id":7,"type":"pong"}"#);
         assert_eq!(

@@ -9,24 +9,50 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
+use crate::incoming::Incoming;
 use crate::type_map::TypeMap;
 use crate::{Connection, Error, Groups, Request};
 
 /// Everything a handler can draw its arguments from: the request, its connection and the
 /// application state. Implement [`FromRequest`] on your own types to extract from it.
+///
+/// The request's `data` is kept as the raw JSON text the client sent until an extractor
+/// decodes it: [`Data<T>`] straight into `T`, [`Request`] into a `Value`.
 #[derive(Debug)]
 pub struct RequestContext {
-    pub(crate) request: Request,
+    pub(crate) request: Incoming,
     pub(crate) connection: Connection,
     pub(crate) state: Arc<TypeMap>,
 }
 
 impl RequestContext {
-    /// The request being handled.
-    pub fn request(&self) -> &Request {
-        &self.request
+    /// The request's `id`.
+    pub fn id(&self) -> &Value {
+        &self.request.id
+    }
+
+    /// The request's `type`: the name its handler was registered under.
+    pub fn message_type(&self) -> &str {
+        &self.request.message_type
+    }
+
+    /// The request's `data`, as the raw JSON text the client sent; `None` when it had none.
+    pub fn data(&self) -> Option<&RawValue> {
+        self.request.data.as_deref()
+    }
+
+    /// A top-level field other than `id`, `type` and `data`, such as the `auth_jwt` that
+    /// rohrpost.js sends.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.request.fields.get(name)
+    }
+
+    /// Every top-level field other than `id`, `type` and `data`.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.request.fields
     }
 
     /// The connection the request came on.
@@ -55,7 +81,7 @@ impl RequestContext {
 ///
 /// impl FromRequest for Token {
 ///     fn from_request(cx: &RequestContext) -> Result<Self, Error> {
-///         match cx.request().fields.get("auth_jwt") {
+///         match cx.field("auth_jwt") {
 ///             Some(Value::String(token)) => Ok(Token(token.clone())),
 ///             _ => Err(Error::new("ACCESS_DENIED")),
 ///         }
@@ -86,17 +112,40 @@ pub trait FromRequest: Sized {
 
 impl FromRequest for Request {
     fn from_request(cx: &RequestContext) -> Result<Self, Error> {
-        Ok(cx.request.clone())
+        Ok(Request {
+            id: cx.request.id.clone(),
+            message_type: cx.request.message_type.clone(),
+            data: data_value(&cx.request)?,
+            fields: cx.request.fields.clone(),
+        })
     }
 
     fn from_request_last(cx: &mut RequestContext) -> Result<Self, Error> {
         Ok(Request {
             id: cx.request.id.clone(),
             message_type: cx.request.message_type.clone(),
-            data: cx.request.data.take(),
+            data: data_value(&cx.request)?,
             fields: std::mem::take(&mut cx.request.fields),
         })
     }
+}
+
+/// `data` as a `Value`, or the `Invalid data` error for data a `Value` cannot hold.
+fn data_value(request: &Incoming) -> Result<Option<Value>, Error> {
+    request.data_value().map_err(invalid_data)
+}
+
+/// The `Invalid data` error reply, with serde_json's reason. The position serde_json adds is
+/// left out: it counts within `data`, not within the message the client sent.
+fn invalid_data(error: serde_json::Error) -> Error {
+    let reason = error.to_string();
+    // serde_json adds exactly this suffix when it knows a position (line 1 or later).
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let reason = match error.line() {
+        0 => &reason,
+        _ => reason.strip_suffix(&position).unwrap_or(&reason),
+    };
+    Error::new(crate::protocol::invalid_data(reason))
 }
 
 /// The request's `id`, as a handler argument.
@@ -131,29 +180,22 @@ pub struct Data<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest for Data<T> {
     fn from_request(cx: &RequestContext) -> Result<Self, Error> {
-        match &cx.request.data {
-            Some(data) => T::deserialize(data)
+        // Decoded straight from the text the client sent: no `Value` on the way.
+        match cx.data() {
+            Some(data) => match serde_json::from_str(data.get()) {
+                Ok(data) => Ok(Data(data)),
+                // Through a `Value` after all: it accepts what a `Value` does (the last of
+                // duplicate keys) and words its reasons as before (keys in sorted order).
+                Err(_) => serde_json::from_str::<Value>(data.get())
+                    .and_then(T::deserialize)
+                    .map(Data)
+                    .map_err(invalid_data),
+            },
+            None => T::deserialize(&Value::Null)
                 .map(Data)
-                .map_err(|e| Error::new(crate::protocol::invalid_data(e))),
-            None => missing_data(),
+                .map_err(|_| Error::new(crate::protocol::MISSING_DATA)),
         }
     }
-
-    fn from_request_last(cx: &mut RequestContext) -> Result<Self, Error> {
-        // By value: strings and nested values move into `T` instead of being copied.
-        match cx.request.data.take() {
-            Some(data) => T::deserialize(data)
-                .map(Data)
-                .map_err(|e| Error::new(crate::protocol::invalid_data(e))),
-            None => missing_data(),
-        }
-    }
-}
-
-fn missing_data<T: DeserializeOwned>() -> Result<Data<T>, Error> {
-    T::deserialize(&Value::Null)
-        .map(Data)
-        .map_err(|_| Error::new(crate::protocol::MISSING_DATA))
 }
 
 /// Application state given to the server with

@@ -39,7 +39,7 @@ pub fn extract_last<T: FromRequest>(cx: &mut RequestContext) -> Result<T, Error>
 /// Turns a handler's output into its reply; used by the generated code and by [`Handler`].
 #[doc(hidden)]
 pub fn into_reply<T: IntoReply>(output: T, cx: &RequestContext) -> Reply {
-    output.into_reply(&cx.request)
+    output.into_reply(cx)
 }
 
 macro_rules! impl_handler {

@@ -71,6 +71,7 @@ pub mod extract;
 pub mod groups;
 pub mod handler;
 pub mod handshake;
+mod incoming;
 mod lock;
 mod message;
 mod metrics;

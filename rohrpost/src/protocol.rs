@@ -17,7 +17,7 @@
 //! | `type` not a string | `{"id", "error": "Field 'type' must be a string."}` | stays |
 //! | `type` with no handler | `{"id", "type", "error": "Unknown message type '<type>'."}` | stays |
 //! | `{"id", "type": "ping", "data"?}` | `{"id", "type": "pong", "data"?}`: an object as given, any other value as `{"data": value}` | stays |
-//! | `data` that does not fit the handler's `Data<T>` | `{"id", "type", "error": "Invalid data: <serde's reason>"}` | stays |
+//! | `data` that does not fit the handler's `Data<T>` (or, for a handler taking the whole `Request`, a `Value`: a number beyond `f64`, 128 levels of nesting or more) | `{"id", "type", "error": "Invalid data: <serde's reason>"}` | stays |
 //! | no `data` where the handler needs some | `{"id", "type", "error": "Missing required field 'data'."}` | stays |
 //! | a handler's [`Error::new`](crate::Error::new) | `{"id", "type", "error": <its text>}` | stays |
 //! | a handler's internal error or panic | `{"id", "type", "error": "Internal server error."}` ([`INTERNAL_ERROR`]) | stays |

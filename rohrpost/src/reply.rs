@@ -3,13 +3,15 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::extract::RequestContext;
 use crate::message::{reply_json, Message};
-use crate::{Error, Request};
+use crate::Error;
 
 /// What a handler returns, turned into the reply.
 ///
 /// - a number, `bool`, `String`, `&'static str`, [`Value`], `Option`, `Vec`, a map or a set
-///   of serializable values, or any `T: Serialize` wrapped in [`Json<T>`]: the reply
+///   of serializable values, raw JSON text (`Box<RawValue>`, written as it is), or any
+///   `T: Serialize` wrapped in [`Json<T>`]: the reply
 ///   `{"id", "type", "data": …}`; a value that serializes to `null` (`()`, `None`) leaves out
 ///   `data`, so `()` is a bare acknowledgement `{"id", "type"}`;
 /// - [`NoReply`]: nothing (the handler sent what it wanted itself);
@@ -19,11 +21,26 @@ use crate::{Error, Request};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned from a rohrpost handler",
     label = "not a reply",
-    note = "return `Json<T>` for any `T: Serialize` (it becomes `data`), a number, string, `Value`, `Option`, `Vec`, `()`, `NoReply`, `Message`, `Error`, or `Result<_, rohrpost::Error>` of these"
+    note = "return `Json<T>` for any `T: Serialize` (it becomes `data`), a number, string, `Value`, `Box<RawValue>`, `Option`, `Vec`, `()`, `NoReply`, `Message`, `Error`, or `Result<_, rohrpost::Error>` of these"
 )]
 pub trait IntoReply {
-    /// Builds the reply to `request`.
-    fn into_reply(self, request: &Request) -> Reply;
+    /// Builds the reply to the request in `cx` (its [`id`](RequestContext::id) and
+    /// [`message_type`](RequestContext::message_type)).
+    ///
+    /// ```
+    /// use rohrpost::extract::RequestContext;
+    /// use rohrpost::reply::{IntoReply, Json, Reply};
+    ///
+    /// /// A count, sent as `{"count": n}`.
+    /// struct Count(u64);
+    ///
+    /// impl IntoReply for Count {
+    ///     fn into_reply(self, cx: &RequestContext) -> Reply {
+    ///         Json(serde_json::json!({ "count": self.0 })).into_reply(cx)
+    ///     }
+    /// }
+    /// ```
+    fn into_reply(self, cx: &RequestContext) -> Reply;
 }
 
 /// A handler's reply, ready to send: produced by [`IntoReply`].
@@ -55,7 +72,7 @@ impl Reply {
 pub struct NoReply;
 
 impl IntoReply for NoReply {
-    fn into_reply(self, _: &Request) -> Reply {
+    fn into_reply(self, _: &RequestContext) -> Reply {
         Reply::nothing()
     }
 }
@@ -77,13 +94,13 @@ impl IntoReply for NoReply {
 pub struct Json<T>(pub T);
 
 impl<T: Serialize> IntoReply for Json<T> {
-    fn into_reply(self, request: &Request) -> Reply {
-        data_reply(request, &self.0)
+    fn into_reply(self, cx: &RequestContext) -> Reply {
+        data_reply(cx, &self.0)
     }
 }
 
-fn data_reply<T: Serialize + ?Sized>(request: &Request, data: &T) -> Reply {
-    match reply_json(&request.id, &request.message_type, data) {
+fn data_reply<T: Serialize + ?Sized>(cx: &RequestContext, data: &T) -> Reply {
+    match reply_json(cx.id(), cx.message_type(), data) {
         Ok(text) => Reply(ReplyKind::Text(text)),
         Err(e) => Reply::error(Error::internal(e)),
     }
@@ -94,8 +111,8 @@ macro_rules! data_replies {
     ($([$($generics:tt)*] $ty:ty),* $(,)?) => {
         $(
             impl<$($generics)*> IntoReply for $ty {
-                fn into_reply(self, request: &Request) -> Reply {
-                    data_reply(request, &self)
+                fn into_reply(self, cx: &RequestContext) -> Reply {
+                    data_reply(cx, &self)
                 }
             }
         )*
@@ -108,7 +125,7 @@ data_replies!(
     [] u8, [] u16, [] u32, [] u64, [] u128, [] usize,
     [] f32, [] f64,
     [] String, [] &'static str, [] std::borrow::Cow<'static, str>,
-    [] Value, [] serde_json::Map<String, Value>,
+    [] Value, [] serde_json::Map<String, Value>, [] Box<serde_json::value::RawValue>,
     [T: Serialize] Option<T>,
     [T: Serialize] Vec<T>,
     [T: Serialize] std::collections::VecDeque<T>,
@@ -119,7 +136,7 @@ data_replies!(
 );
 
 impl IntoReply for Message {
-    fn into_reply(self, _: &Request) -> Reply {
+    fn into_reply(self, _: &RequestContext) -> Reply {
         match self.to_json() {
             Ok(text) => Reply(ReplyKind::Text(text)),
             Err(e) => Reply::error(Error::internal(e)),
@@ -128,15 +145,15 @@ impl IntoReply for Message {
 }
 
 impl IntoReply for Error {
-    fn into_reply(self, _: &Request) -> Reply {
+    fn into_reply(self, _: &RequestContext) -> Reply {
         Reply::error(self)
     }
 }
 
 impl<T: IntoReply> IntoReply for Result<T, Error> {
-    fn into_reply(self, request: &Request) -> Reply {
+    fn into_reply(self, cx: &RequestContext) -> Reply {
         match self {
-            Ok(value) => value.into_reply(request),
+            Ok(value) => value.into_reply(cx),
             Err(error) => Reply::error(error),
         }
     }
