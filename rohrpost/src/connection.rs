@@ -334,6 +334,11 @@ impl Connection {
             || self.inner.outbound.is_closed()
     }
 
+    /// Whether the connection was stopped (its writer ends).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Acquire)
+    }
+
     /// Waits until the connection is gone (for tasks that serve it in the background).
     pub async fn closed(&self) {
         // The writer stops the connection when it ends, however it ends.
@@ -403,6 +408,7 @@ impl Connection {
         self.inner.stopped.store(true, Ordering::Release);
         self.inner.reader_waker.wake();
         self.inner.writer_waker.wake();
+        self.inner.outbound.wake_writer();
         self.inner.abort.cancel();
     }
 

@@ -428,7 +428,17 @@ pub fn dispatch_detached(text: &str) -> Option<String> {
         DISPATCHER.with(|dispatcher| {
             CONNECTION.with(|connection| match dispatcher.pong_now(text) {
                 Some(pong) => Some(pong),
-                None => runtime.block_on(dispatcher.dispatch(Utf8Bytes::from(text), connection)),
+                None => {
+                    // Polled once in the runtime's context, as a connection's task would;
+                    // `block_on` (hundreds of ns) only for a handler that waits.
+                    let _context = runtime.enter();
+                    let mut dispatch =
+                        std::pin::pin!(dispatcher.dispatch(Utf8Bytes::from(text), connection));
+                    match (&mut dispatch).now_or_never() {
+                        Some(reply) => reply,
+                        None => runtime.block_on(dispatch),
+                    }
+                }
             })
         })
     })

@@ -325,18 +325,41 @@ impl Outbound {
         item
     }
 
-    /// The next item, for the writer, waiting for one.
-    pub(crate) fn next(&self) -> impl Future<Output = Item> + '_ {
+    /// The next item for the writer, or `None` as soon as `stopped()` holds: one waker for
+    /// both, since stopping a connection also wakes its writer ([`wake_writer`](Self::wake_writer)).
+    /// With `drained` (the writer just found the queue empty) the waker is registered before
+    /// the first look, which saves a look at a queue that is most likely still empty.
+    pub(crate) fn next_unless<'a>(
+        &'a self,
+        stopped: impl Fn() -> bool + 'a,
+        drained: bool,
+    ) -> impl Future<Output = Option<Item>> + 'a {
+        let mut first = true;
         std::future::poll_fn(move |cx| {
-            if let Some(item) = self.pop() {
-                return Poll::Ready(item);
+            if stopped() {
+                return Poll::Ready(None);
             }
+            if !(first && drained) {
+                if let Some(item) = self.pop() {
+                    return Poll::Ready(Some(item));
+                }
+            }
+            first = false;
             self.writer.register(cx.waker());
+            if stopped() {
+                return Poll::Ready(None);
+            }
             match self.pop() {
-                Some(item) => Poll::Ready(item),
+                Some(item) => Poll::Ready(Some(item)),
                 None => Poll::Pending,
             }
         })
+    }
+
+    /// Wakes the writer waiting in [`next_unless`](Self::next_unless), to look at its stop
+    /// condition.
+    pub(crate) fn wake_writer(&self) {
+        self.writer.wake();
     }
 
     /// Refuses further items (the writer is done); waiting senders get their item back, and

@@ -12,10 +12,17 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
-/// One side's waker: marks the side as woken, then wakes the task.
-struct Side {
-    woken: AtomicBool,
+/// What both sides' wakers share: which side was woken, and the task to wake (one
+/// registration per poll serves both).
+struct Shared {
+    woken: [AtomicBool; 2],
     task: AtomicWaker,
+}
+
+/// One side's waker: marks its side as woken, then wakes the task.
+struct Side {
+    shared: Arc<Shared>,
+    index: usize,
 }
 
 impl Wake for Side {
@@ -24,8 +31,8 @@ impl Wake for Side {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
+        self.shared.woken[self.index].store(true, Ordering::Release);
+        self.shared.task.wake();
     }
 }
 
@@ -40,21 +47,30 @@ pin_project! {
         b: B,
         a_output: Option<A::Output>,
         b_output: Option<B::Output>,
-        sides: [Arc<Side>; 2],
+        shared: Arc<Shared>,
         wakers: [Waker; 2],
     }
 }
 
 /// Joins `a` and `b`; see [`Join`].
 pub(crate) fn join<A: Future, B: Future>(a: A, b: B) -> Join<A, B> {
-    let sides = [new_side(), new_side()];
-    let wakers = [Waker::from(sides[0].clone()), Waker::from(sides[1].clone())];
+    let shared = Arc::new(Shared {
+        woken: [AtomicBool::new(true), AtomicBool::new(true)],
+        task: AtomicWaker::new(),
+    });
+    let side = |index| {
+        Waker::from(Arc::new(Side {
+            shared: shared.clone(),
+            index,
+        }))
+    };
+    let wakers = [side(0), side(1)];
     Join {
         a,
         b,
         a_output: None,
         b_output: None,
-        sides,
+        shared,
         wakers,
     }
 }
@@ -64,15 +80,13 @@ impl<A: Future, B: Future> Future for Join<A, B> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        for side in this.sides.iter() {
-            side.task.register(cx.waker());
-        }
-        if this.a_output.is_none() && this.sides[0].woken.swap(false, Ordering::AcqRel) {
+        this.shared.task.register(cx.waker());
+        if this.a_output.is_none() && this.shared.woken[0].swap(false, Ordering::AcqRel) {
             if let Poll::Ready(output) = this.a.poll(&mut Context::from_waker(&this.wakers[0])) {
                 *this.a_output = Some(output);
             }
         }
-        if this.b_output.is_none() && this.sides[1].woken.swap(false, Ordering::AcqRel) {
+        if this.b_output.is_none() && this.shared.woken[1].swap(false, Ordering::AcqRel) {
             if let Poll::Ready(output) = this.b.poll(&mut Context::from_waker(&this.wakers[1])) {
                 *this.b_output = Some(output);
             }
@@ -85,13 +99,6 @@ impl<A: Future, B: Future> Future for Join<A, B> {
             }
         }
     }
-}
-
-fn new_side() -> Arc<Side> {
-    Arc::new(Side {
-        woken: AtomicBool::new(true),
-        task: AtomicWaker::new(),
-    })
 }
 
 #[cfg(test)]

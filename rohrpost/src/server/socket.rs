@@ -344,13 +344,15 @@ async fn write_loop<S: Transport>(
     // Taken off the queue but not yet handed to the socket: kept here, so that an abort
     // while the socket is full does not lose it.
     let mut pending: Option<Item> = None;
+    // The last batch left the queue empty.
+    let mut drained = false;
     loop {
         if pending.is_none() {
-            pending = tokio::select! {
-                biased;
-                _ = &mut aborted => break,
-                item = queue.next() => Some(item),
-            };
+            // One waker for the queue and the stop: a push costs one registration.
+            match queue.next_unless(|| connection.is_stopped(), drained).await {
+                Some(item) => pending = Some(item),
+                None => break,
+            }
         }
         // Usually the socket takes the batch at once: no timer for that. `write_batch` is
         // cancel-safe, so an unfinished attempt is simply resumed under the write timeout.
@@ -365,6 +367,7 @@ async fn write_loop<S: Transport>(
                 ) => written,
             },
         };
+        drained = pending.is_none();
         match written {
             Ok(Ok(Batch::Open)) => {}
             Ok(Ok(Batch::Closed) | Err(_)) => break,
