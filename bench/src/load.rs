@@ -218,6 +218,13 @@ pub(crate) struct FanoutResult {
     pub delivery: Histogram<u64>,
     /// Update sent → every subscriber has it, in microseconds.
     pub complete: Histogram<u64>,
+    /// The server's CPU time while the updates went out (not while the subscribers
+    /// connected).
+    pub server_cpu: Duration,
+    /// The part of `server_cpu` spent in user space.
+    pub server_user: Duration,
+    /// The generator's own CPU time over the same span.
+    pub generator_cpu: Duration,
 }
 
 /// `subscribers` clients (on `subscribe_to`) subscribe to todo 1; one client (on
@@ -230,6 +237,7 @@ pub(crate) async fn fanout(
     updates: usize,
     window: usize,
     progress: &indicatif::ProgressBar,
+    server_cpu: &dyn Fn() -> (Duration, Duration),
 ) -> FanoutResult {
     let mut updater = connect(update_on, "/rohrpost/", 0).await;
     call(
@@ -252,7 +260,7 @@ pub(crate) async fn fanout(
     let done_updates = Arc::new(AtomicUsize::new(0));
     let complete = Arc::new(std::sync::Mutex::new(histogram()));
 
-    let mut tasks = Vec::with_capacity(subscribers);
+    let mut sockets = Vec::with_capacity(subscribers);
     let subscribe = crate::wire::masked_text(
         br#"{"id":1,"type":"subscribe","auth_jwt":"hunter2","data":{"type":"todo","id":1}}"#,
     );
@@ -273,44 +281,48 @@ pub(crate) async fn fanout(
             "subscribed: {}",
             String::from_utf8_lossy(&reply)
         );
-        let sent_at = sent_at.clone();
-        let remaining = remaining.clone();
-        let completed = completed.clone();
-        let done_updates = done_updates.clone();
-        let complete = complete.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut delivery = histogram();
-            let mut seen = 0;
-            let mut arrived = Vec::new();
-            while seen < updates {
-                arrived.clear();
-                let read = socket
-                    .read_each(|payload| arrived.extend(update_number(payload)))
-                    .await;
-                if read.is_err() {
-                    break;
-                }
-                let now = epoch.elapsed().as_micros() as u64;
-                for &k in &arrived {
-                    let sent = sent_at[k].load(Ordering::Acquire);
-                    let _ = delivery.record(now.saturating_sub(sent).max(1));
-                    seen += 1;
-                    if remaining[k].fetch_sub(1, Ordering::AcqRel) == 1 {
-                        let _ = complete
-                            .lock()
-                            .unwrap()
-                            .record(now.saturating_sub(sent).max(1));
-                        done_updates.fetch_add(1, Ordering::AcqRel);
-                        completed.notify_one();
-                    }
-                }
-            }
-            socket.close().await;
-            (seen as u64, delivery)
-        }));
+        sockets.push(socket);
     }
+    // Every subscriber is read on one thread through one epoll set: one read per socket
+    // each time it has data, no task per subscriber (see `wire::receive_all`).
+    let receiving = {
+        let (sent_at, remaining) = (sent_at.clone(), remaining.clone());
+        let (completed, done_updates) = (completed.clone(), done_updates.clone());
+        let complete = complete.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut delivery = histogram();
+            let mut seen = vec![0; subscribers];
+            let mut deliveries = 0u64;
+            if updates > 0 {
+                let unread =
+                    crate::wire::receive_all(sockets, Duration::from_secs(60), |n, payload| {
+                        let Some(k) = update_number(payload).filter(|&k| k < updates) else {
+                            return false;
+                        };
+                        let now = epoch.elapsed().as_micros() as u64;
+                        let sent = sent_at[k].load(Ordering::Acquire);
+                        let _ = delivery.record(now.saturating_sub(sent).max(1));
+                        deliveries += 1;
+                        if remaining[k].fetch_sub(1, Ordering::AcqRel) == 1 {
+                            let _ = complete
+                                .lock()
+                                .unwrap()
+                                .record(now.saturating_sub(sent).max(1));
+                            done_updates.fetch_add(1, Ordering::AcqRel);
+                            completed.notify_one();
+                        }
+                        seen[n] += 1;
+                        seen[n] >= updates
+                    })
+                    .expect("reading the pushes");
+                assert_eq!(unread, 0, "subscribers closed before every push arrived");
+            }
+            (deliveries, delivery)
+        })
+    };
 
     let started = Instant::now();
+    let (server_before, generator_before) = (server_cpu(), crate::process::own_cpu_time());
     for k in 0..updates {
         while k >= done_updates.load(Ordering::Acquire) + window {
             completed.notified().await;
@@ -328,12 +340,17 @@ pub(crate) async fn fanout(
         elapsed: Duration::ZERO,
         delivery: histogram(),
         complete: histogram(),
+        server_cpu: Duration::ZERO,
+        server_user: Duration::ZERO,
+        generator_cpu: Duration::ZERO,
     };
-    for task in tasks {
-        let (seen, delivery) = task.await.expect("subscriber");
-        result.deliveries += seen;
-        result.delivery.add(delivery).expect("same bounds");
-    }
+    let (deliveries, delivery) = receiving.await.expect("the receiving thread");
+    let server_after = server_cpu();
+    result.server_cpu = server_after.0 - server_before.0;
+    result.server_user = server_after.1 - server_before.1;
+    result.generator_cpu = crate::process::own_cpu_time() - generator_before;
+    result.deliveries = deliveries;
+    result.delivery = delivery;
     result.elapsed = started.elapsed();
     result.complete = complete.lock().unwrap().clone();
     let _ = updater.close().await;

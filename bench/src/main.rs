@@ -538,7 +538,6 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
         for kind in [Kind::FanoutBaseline, Kind::Todo] {
             let server = ServerProcess::start(kind, None, None);
             let progress = bar(updates as u64, &format!("{kind:?} updates"));
-            let (cpu_before, own_before) = (server.cpu_time(), process::own_cpu_time());
             let result = load::fanout(
                 server.addr,
                 server.addr,
@@ -546,51 +545,63 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
                 updates,
                 window,
                 &progress,
+                &|| (server.cpu_time(), server.user_time()),
             )
             .await;
-            let cpu = server.cpu_time() - cpu_before;
-            let generator =
-                (process::own_cpu_time() - own_before).as_secs_f64() / result.elapsed.as_secs_f64();
+            // Both over the updates only: the subscribers' handshakes are not deliveries.
+            let cpu = result.server_cpu;
+            let generator = result.generator_cpu.as_secs_f64() / result.elapsed.as_secs_f64();
             progress.finish_and_clear();
             let cpu_per_delivery_us = cpu.as_secs_f64() * 1e6 / result.deliveries.max(1) as f64;
+            let user_per_delivery_us =
+                result.server_user.as_secs_f64() * 1e6 / result.deliveries.max(1) as f64;
             saturated |= generator > GENERATOR_LIMIT;
-            pair.push((kind, result, cpu_per_delivery_us, generator));
+            pair.push((
+                kind,
+                result,
+                cpu_per_delivery_us,
+                user_per_delivery_us,
+                generator,
+            ));
         }
         cpu_ratios.push(pair[1].2 / pair[0].2);
         p99_ratios.push(
             pair[1].1.complete.value_at_quantile(0.99) as f64
                 / pair[0].1.complete.value_at_quantile(0.99) as f64,
         );
-        for (kind, result, cpu, generator) in &pair {
+        for (kind, result, cpu, user, generator) in &pair {
             rows.push(json!({
                 "round": round, "server": format!("{kind:?}"), "deliveries": result.deliveries,
                 "generator_cpu_share": (generator * 100.0).round() / 100.0,
                 "deliveries_per_s": (result.deliveries as f64 / result.elapsed.as_secs_f64()).round(),
                 "cpu_us_per_delivery": (cpu * 100.0).round() / 100.0,
+                "user_us_per_delivery": (user * 100.0).round() / 100.0,
                 "delivery": quantiles(&result.delivery), "all_subscribers": quantiles(&result.complete),
             }));
         }
     }
     println!("mode fanout: {subscribers} subscribers, {updates} updates, window {window}, {rounds} rounds");
     println!(
-        "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14}",
+        "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14} {:>14}",
         "round",
         "server",
         "deliveries",
         "deliveries/s",
         "CPU us/deliv",
+        "user us/deliv",
         "all p50 us",
         "all p99 us",
         "generator CPU"
     );
     for row in &rows {
         println!(
-            "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14}",
+            "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14} {:>14}",
             row["round"].to_string(),
             row["server"].as_str().unwrap_or(""),
             row["deliveries"].to_string(),
             row["deliveries_per_s"].to_string(),
             row["cpu_us_per_delivery"].to_string(),
+            row["user_us_per_delivery"].to_string(),
             row["all_subscribers"]["p50_us"].to_string(),
             row["all_subscribers"]["p99_us"].to_string(),
             row["generator_cpu_share"].to_string()
@@ -632,10 +643,20 @@ async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
             let result = if cross_node {
                 let a = ServerProcess::start(Kind::Todo, Some(&redis.url()), Some(&database));
                 let b = ServerProcess::start(Kind::Todo, Some(&redis.url()), Some(&database));
-                load::fanout(b.addr, a.addr, subscribers, updates, 1, &progress).await
+                let cpu = || (a.cpu_time() + b.cpu_time(), a.user_time() + b.user_time());
+                load::fanout(b.addr, a.addr, subscribers, updates, 1, &progress, &cpu).await
             } else {
                 let node = ServerProcess::start(Kind::Todo, None, Some(&database));
-                load::fanout(node.addr, node.addr, subscribers, updates, 1, &progress).await
+                load::fanout(
+                    node.addr,
+                    node.addr,
+                    subscribers,
+                    updates,
+                    1,
+                    &progress,
+                    &|| (node.cpu_time(), node.user_time()),
+                )
+                .await
             };
             progress.finish_and_clear();
             pair.push((cross_node, result));

@@ -71,6 +71,11 @@ impl ServerProcess {
     pub(crate) fn cpu_time(&self) -> Duration {
         cpu_time_of(&self.child.id().to_string())
     }
+
+    /// CPU time used so far in user space alone (the rest is the kernel's: the sockets).
+    pub(crate) fn user_time(&self) -> Duration {
+        ticks_of(&self.child.id().to_string(), &[11])
+    }
 }
 
 /// The load generator's own CPU time so far (user + system).
@@ -80,11 +85,17 @@ pub(crate) fn own_cpu_time() -> Duration {
 
 /// CPU time of the process `/proc/<pid>` names (user + system).
 fn cpu_time_of(pid: &str) -> Duration {
+    ticks_of(pid, &[11, 12])
+}
+
+/// The sum of the given fields of `/proc/<pid>/stat` (counted after the command name), as
+/// time.
+fn ticks_of(pid: &str, which: &[usize]) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses and may hold spaces.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
+    let ticks: u64 = which
         .iter()
         .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
         .sum();

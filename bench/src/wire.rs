@@ -121,6 +121,144 @@ impl RawSocket {
     pub(crate) async fn close(mut self) {
         let _ = self.stream.write_all(&masked(0x8, &[0x03, 0xe8])).await;
     }
+
+    /// Leaves the async runtime: the stream (non-blocking) as a mio one, and the bytes read
+    /// past the last whole frame.
+    fn into_mio(self) -> io::Result<(mio::net::TcpStream, Vec<u8>)> {
+        let stream = mio::net::TcpStream::from_std(self.stream.into_std()?);
+        Ok((stream, self.buffer))
+    }
+}
+
+/// Reads the data frames of many sockets on the calling thread, through one epoll set
+/// (mio), with one `read` per socket each time it has data: no task to wake, no read that
+/// only learns that nothing is left. `each(socket, payload)` gets every data frame and says
+/// whether that socket is done; a socket that is done is sent a close frame and no longer
+/// read. Returns when every socket is done or was closed by the server, with the number of
+/// those closed before they were done; fails after `idle` with nothing to read.
+///
+/// One read per readiness is enough on Linux: a read that did not fill the buffer emptied
+/// the socket, and data that arrives later raises a new edge (a read that filled it asks
+/// for the edge again).
+pub(crate) fn receive_all(
+    sockets: Vec<RawSocket>,
+    idle: std::time::Duration,
+    mut each: impl FnMut(usize, &[u8]) -> bool,
+) -> io::Result<usize> {
+    use std::io::Read;
+
+    let mut poll = mio::Poll::new()?;
+    let mut readers = Vec::with_capacity(sockets.len());
+    for (n, socket) in sockets.into_iter().enumerate() {
+        let (mut stream, pending) = socket.into_mio()?;
+        poll.registry()
+            .register(&mut stream, mio::Token(n), mio::Interest::READABLE)?;
+        readers.push(Reader {
+            stream: Some(stream),
+            pending: Vec::new(),
+            early: false,
+        });
+        // Frames that came with the subscribe reply.
+        readers[n].take(n, &pending, &mut each);
+    }
+    let mut events = mio::Events::with_capacity(1024);
+    let mut scratch = vec![0u8; 256 * 1024];
+    while readers.iter().any(|reader| reader.stream.is_some()) {
+        match poll.poll(&mut events, Some(idle)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => result?,
+        }
+        if events.is_empty() {
+            let open = readers.iter().filter(|r| r.stream.is_some()).count();
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{open} sockets still open and nothing arrived for {idle:?}"),
+            ));
+        }
+        for event in &events {
+            let n = event.token().0;
+            let reader = &mut readers[n];
+            let Some(stream) = &mut reader.stream else {
+                continue;
+            };
+            let read = match stream.read(&mut scratch) {
+                Ok(0) => {
+                    reader.closed_early();
+                    continue;
+                }
+                Ok(read) => read,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            reader.take(n, &scratch[..read], &mut each);
+            if read == scratch.len() {
+                if let Some(stream) = &mut reader.stream {
+                    poll.registry()
+                        .reregister(stream, mio::Token(n), mio::Interest::READABLE)?;
+                }
+            }
+        }
+    }
+    Ok(readers.iter().filter(|reader| reader.early).count())
+}
+
+/// One socket of [`receive_all`].
+struct Reader {
+    /// `None` once done or closed.
+    stream: Option<mio::net::TcpStream>,
+    /// Bytes read past the last whole frame.
+    pending: Vec<u8>,
+    /// Closed by the server before `each` said it was done.
+    early: bool,
+}
+
+impl Reader {
+    /// Hands the whole frames of what was pending and `bytes` to `each` (none after the one
+    /// that makes the socket done), and keeps the rest.
+    fn take(&mut self, n: usize, bytes: &[u8], each: &mut impl FnMut(usize, &[u8]) -> bool) {
+        let joined;
+        let bytes = if self.pending.is_empty() {
+            bytes
+        } else {
+            self.pending.extend_from_slice(bytes);
+            joined = std::mem::take(&mut self.pending);
+            &joined[..]
+        };
+        let mut done = false;
+        let counted = frames_in(bytes, |payload| {
+            if !done {
+                done = each(n, payload);
+            }
+        });
+        match counted {
+            _ if done => self.finish(),
+            Ok((_, used)) => self.pending.extend_from_slice(&bytes[used..]),
+            // A close frame.
+            Err(_) => self.closed_early(),
+        }
+    }
+
+    /// Done: a close frame is sent (best effort: the socket does not block) and the socket
+    /// dropped.
+    fn finish(&mut self) {
+        use std::io::Write;
+        if let Some(mut stream) = self.stream.take() {
+            let _ = stream.write_all(&masked(0x8, &[0x03, 0xe8]));
+        }
+    }
+
+    fn closed_early(&mut self) {
+        if self.stream.take().is_some() {
+            self.early = true;
+        }
+    }
 }
 
 /// A masked text frame of `payload`, as a client must send it.
