@@ -20,13 +20,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
 use serde_json::Value;
 use tokio::sync::Notify;
+
+use crate::server::join::Wakeup;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
@@ -147,6 +149,8 @@ pub(crate) struct Outbound {
     /// reader asks before every request).
     backlog_full: AtomicBool,
     writer: AtomicWaker,
+    /// The writer's task, woken directly (see [`wake_through`](Self::wake_through)).
+    writer_task: OnceLock<(Arc<Wakeup>, usize)>,
     reader: AtomicWaker,
     room: Notify,
 }
@@ -170,6 +174,7 @@ impl Outbound {
             closed: AtomicBool::new(false),
             backlog_full: AtomicBool::new(false),
             writer: AtomicWaker::new(),
+            writer_task: OnceLock::new(),
             reader: AtomicWaker::new(),
             room: Notify::new(),
         }
@@ -198,7 +203,7 @@ impl Outbound {
             self.backlog_full.store(true, Ordering::Release);
         }
         drop(queue);
-        self.writer.wake();
+        self.wake_writer();
         Ok(())
     }
 
@@ -275,7 +280,7 @@ impl Outbound {
         queue.append(item);
         queue.compact_if_sparse();
         drop(queue);
-        self.writer.wake();
+        self.wake_writer();
         Ok(queued)
     }
 
@@ -345,7 +350,9 @@ impl Outbound {
                 }
             }
             first = false;
-            self.writer.register(cx.waker());
+            if self.writer_task.get().is_none() {
+                self.writer.register(cx.waker());
+            }
             if stopped() {
                 return Poll::Ready(None);
             }
@@ -359,7 +366,17 @@ impl Outbound {
     /// Wakes the writer waiting in [`next_unless`](Self::next_unless), to look at its stop
     /// condition.
     pub(crate) fn wake_writer(&self) {
-        self.writer.wake();
+        match self.writer_task.get() {
+            Some((task, side)) => task.wake(*side),
+            None => self.writer.wake(),
+        }
+    }
+
+    /// From now on the writer is woken as `side` of a join through `task`, and
+    /// [`next_unless`](Self::next_unless) registers no waker: a push costs no registration.
+    /// The writer must then only wait inside that join. Set once; later calls are ignored.
+    pub(crate) fn wake_through(&self, task: Arc<Wakeup>, side: usize) {
+        let _ = self.writer_task.set((task, side));
     }
 
     /// Refuses further items (the writer is done); waiting senders get their item back, and

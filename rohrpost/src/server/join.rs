@@ -12,16 +12,35 @@ use std::task::{Context, Poll, Wake, Waker};
 use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
-/// What both sides' wakers share: which side was woken, and the task to wake (one
-/// registration per poll serves both).
-struct Shared {
+/// Which side of a [`Join`] was woken, and the task to wake (one registration per poll
+/// serves both). Shared with whatever wakes a side directly, without a waker of its own: the
+/// outbound queue wakes the writer side through it ([`Outbound::wake_through`]).
+///
+/// [`Outbound::wake_through`]: crate::outbound::Outbound::wake_through
+pub(crate) struct Wakeup {
     woken: [AtomicBool; 2],
     task: AtomicWaker,
 }
 
+impl Wakeup {
+    /// Both sides marked woken: the first poll polls both.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            woken: [AtomicBool::new(true), AtomicBool::new(true)],
+            task: AtomicWaker::new(),
+        })
+    }
+
+    /// Marks `side` (0 for the first future, 1 for the second) as woken and wakes the task.
+    pub(crate) fn wake(&self, side: usize) {
+        self.woken[side].store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 /// One side's waker: marks its side as woken, then wakes the task.
 struct Side {
-    shared: Arc<Shared>,
+    shared: Arc<Wakeup>,
     index: usize,
 }
 
@@ -31,8 +50,7 @@ impl Wake for Side {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.woken[self.index].store(true, Ordering::Release);
-        self.shared.task.wake();
+        self.shared.wake(self.index);
     }
 }
 
@@ -47,17 +65,19 @@ pin_project! {
         b: B,
         a_output: Option<A::Output>,
         b_output: Option<B::Output>,
-        shared: Arc<Shared>,
+        shared: Arc<Wakeup>,
         wakers: [Waker; 2],
     }
 }
 
 /// Joins `a` and `b`; see [`Join`].
+#[cfg(test)]
 pub(crate) fn join<A: Future, B: Future>(a: A, b: B) -> Join<A, B> {
-    let shared = Arc::new(Shared {
-        woken: [AtomicBool::new(true), AtomicBool::new(true)],
-        task: AtomicWaker::new(),
-    });
+    join_with(Wakeup::new(), a, b)
+}
+
+/// Joins `a` and `b`, woken through `shared` as well as through their own wakers.
+pub(crate) fn join_with<A: Future, B: Future>(shared: Arc<Wakeup>, a: A, b: B) -> Join<A, B> {
     let side = |index| {
         Waker::from(Arc::new(Side {
             shared: shared.clone(),

@@ -5,7 +5,7 @@ mod axum;
 mod config;
 mod connections;
 mod hooks;
-mod join;
+pub(crate) mod join;
 mod origin;
 mod socket;
 mod upgrade;
