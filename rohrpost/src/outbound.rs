@@ -151,6 +151,9 @@ pub(crate) struct Outbound {
     writer: AtomicWaker,
     /// The writer's task, woken directly (see [`wake_through`](Self::wake_through)).
     writer_task: OnceLock<(Arc<Wakeup>, usize)>,
+    /// The writer found the queue empty and waits: the next item wakes it, later ones
+    /// need not (a writer busy with a full socket is not polled once per push).
+    writer_waiting: AtomicBool,
     reader: AtomicWaker,
     room: Notify,
 }
@@ -175,6 +178,7 @@ impl Outbound {
             backlog_full: AtomicBool::new(false),
             writer: AtomicWaker::new(),
             writer_task: OnceLock::new(),
+            writer_waiting: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             room: Notify::new(),
         }
@@ -203,7 +207,7 @@ impl Outbound {
             self.backlog_full.store(true, Ordering::Release);
         }
         drop(queue);
-        self.wake_writer();
+        self.wake_waiting_writer();
         Ok(())
     }
 
@@ -280,7 +284,7 @@ impl Outbound {
         queue.append(item);
         queue.compact_if_sparse();
         drop(queue);
-        self.wake_writer();
+        self.wake_waiting_writer();
         Ok(queued)
     }
 
@@ -330,10 +334,11 @@ impl Outbound {
         item
     }
 
-    /// The next item for the writer, or `None` as soon as `stopped()` holds: one waker for
+    /// The next item for the writer, or `None` as soon as `stopped()` holds: one wake-up for
     /// both, since stopping a connection also wakes its writer ([`wake_writer`](Self::wake_writer)).
-    /// With `drained` (the writer just found the queue empty) the waker is registered before
-    /// the first look, which saves a look at a queue that is most likely still empty.
+    /// Woken through the join (see [`wake_through`](Self::wake_through)), it registers no
+    /// waker at all. With `drained` (the writer just found the queue empty) it says it waits
+    /// before its first look, which saves a look at a queue that is most likely still empty.
     pub(crate) fn next_unless<'a>(
         &'a self,
         stopped: impl Fn() -> bool + 'a,
@@ -353,6 +358,8 @@ impl Outbound {
             if self.writer_task.get().is_none() {
                 self.writer.register(cx.waker());
             }
+            // Before the last look: an item queued after it finds the flag set and wakes.
+            self.writer_waiting.store(true, Ordering::SeqCst);
             if stopped() {
                 return Poll::Ready(None);
             }
@@ -369,6 +376,13 @@ impl Outbound {
         match self.writer_task.get() {
             Some((task, side)) => task.wake(*side),
             None => self.writer.wake(),
+        }
+    }
+
+    /// Wakes the writer if it waits for an item (after queuing one).
+    fn wake_waiting_writer(&self) {
+        if self.writer_waiting.swap(false, Ordering::SeqCst) {
+            self.wake_writer();
         }
     }
 

@@ -356,7 +356,8 @@ async fn write_loop<S: Transport>(
     let mut drained = false;
     loop {
         if pending.is_none() {
-            // One waker for the queue and the stop: a push costs one registration.
+            // One wake-up for the queue and the stop, through the join: a push registers
+            // nothing, and only the first push to a waiting writer wakes it.
             match queue.next_unless(|| connection.is_stopped(), drained).await {
                 Some(item) => pending = Some(item),
                 None => break,
