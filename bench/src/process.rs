@@ -24,13 +24,18 @@ impl ServerProcess {
             .expect("named kind")
             .get_name()
             .to_owned();
-        let mut command = if taskset_available() {
-            let mut c = Command::new("taskset");
-            c.args(["-c", SERVER_CPU]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
+        // A command to run the server under (`ROHRPOST_BENCH_SERVER_PREFIX`, split at
+        // whitespace), such as `valgrind --tool=callgrind`: instruction counts are stable
+        // where timings are not.
+        let prefix = server_prefix();
+        let mut program: Vec<std::ffi::OsString> = Vec::new();
+        if taskset_available() {
+            program.extend(["taskset", "-c", SERVER_CPU].map(Into::into));
+        }
+        program.extend(prefix.iter().map(Into::into));
+        program.push(exe.into_os_string());
+        let mut command = Command::new(&program[0]);
+        command.args(&program[1..]);
         command.args(["serve", &kind_name, "--addr", "127.0.0.1:0"]);
         if let Some(url) = redis_url {
             command.args(["--redis-url", url]);
@@ -104,9 +109,31 @@ fn ticks_of(pid: &str, which: &[usize]) -> Duration {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // Under a prefix, a SIGTERM first, so that a tool such as callgrind writes its
+        // counts; then, after at most 30 s, a SIGKILL.
+        if !server_prefix().is_empty() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            for _ in 0..300 {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The command servers run under, from `ROHRPOST_BENCH_SERVER_PREFIX` (empty when unset).
+fn server_prefix() -> Vec<String> {
+    std::env::var("ROHRPOST_BENCH_SERVER_PREFIX")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn clock_ticks_per_second() -> f64 {
