@@ -50,24 +50,28 @@ pub struct Connection {
     inner: Arc<Inner>,
 }
 
+/// In declaration order (`repr(C)`): the flags every send reads sit right before the
+/// outbound queue's own hot fields (see `Outbound`).
+#[repr(C)]
 struct Inner {
-    id: u64,
-    peer: SocketAddr,
-    outbound: Outbound,
-    /// Cancelled when the connection must stop at once (not in order with queued messages).
-    abort: CancellationToken,
-    abort_frame: Mutex<Option<CloseFrame>>,
     /// Set once a close was queued: later sends are refused rather than lost behind it.
     closing: AtomicBool,
     /// Set with `abort`, readable without the token's lock (checked on every send).
     stopped: AtomicBool,
+    /// How long a full queue may wait for the client (read with every push).
+    write_timeout: Duration,
+    outbound: Outbound,
+    id: u64,
+    peer: SocketAddr,
+    /// Cancelled when the connection must stop at once (not in order with queued messages).
+    abort: CancellationToken,
+    abort_frame: Mutex<Option<CloseFrame>>,
     /// Set when the server shuts down: the reader stops after the current message.
     shutting_down: AtomicBool,
     /// The reader's and the writer's wakers for `stopped`/`shutting_down`: registering one
     /// takes a few atomic operations, where a cancellation token takes a lock per poll.
     reader_waker: AtomicWaker,
     writer_waker: AtomicWaker,
-    write_timeout: Duration,
     metrics: Metrics,
     state: Mutex<TypeMap>,
     groups: Groups,

@@ -13,13 +13,15 @@
 //! Order is kept: whatever is removed from the middle leaves a hole that the writer skips,
 //! and a replacement is appended at the end, so delivery order stays send order. A tokio
 //! mpsc channel allocates a block of 32 slots per connection up front; an idle connection
-//! here holds an empty `VecDeque` instead. Pushes take an uncontended lock; the writer and
-//! the reader are woken through `AtomicWaker`s, and senders waiting for room through a
-//! `Notify`.
+//! here holds an empty `VecDeque` instead. Pushes take an uncontended lock. One atomic word
+//! holds the queue's length and whether the writer waits: the writer sees an empty queue
+//! without the lock, and only the push that finds it waiting wakes it, directly through its
+//! task ([`Outbound::wake_through`]). The reader is woken through an `AtomicWaker`, senders
+//! waiting for room through a `Notify`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -121,6 +123,10 @@ impl UpdateIndex {
 /// Conflation starts once this share of the push budget is used: 1/2.
 const CONFLATE_FROM_DIVISOR: usize = 2;
 
+/// In declaration order (`repr(C)`): what every push and pop touches comes first, so that
+/// it shares as few cache lines as possible (a fan-out touches thousands of queues in turn,
+/// each of them cold).
+#[repr(C)]
 struct Queue {
     /// Items in order; `None` is a hole left by an item removed from the middle.
     slots: VecDeque<Option<Item>>,
@@ -140,20 +146,29 @@ struct Queue {
 /// A queue that keeps more capacity than this after a burst gives it back once drained.
 const KEEP_CAPACITY: usize = 64;
 
+/// [`Outbound::state`]: the writer waits for an item.
+const WAITING: usize = 1;
+/// [`Outbound::state`]: one queued slot.
+const SLOT: usize = 2;
+
+/// In declaration order (`repr(C)`), the fields every push and pop touches first: see
+/// [`Queue`].
+#[repr(C)]
 pub(crate) struct Outbound {
-    items: Mutex<Queue>,
-    capacity: usize,
-    reply_backlog: usize,
+    /// [`SLOT`] times the number of slots queued (holes included), plus [`WAITING`] while
+    /// the writer found the queue empty and waits: the next item wakes it, later ones need
+    /// not (a writer busy with a full socket is not polled once per push). One word, so that
+    /// a push and a writer going to sleep cannot miss each other.
+    state: AtomicUsize,
     closed: AtomicBool,
     /// Whether `reply_backlog` replies wait: written under the lock, read without it (the
     /// reader asks before every request).
     backlog_full: AtomicBool,
-    writer: AtomicWaker,
+    capacity: usize,
+    reply_backlog: usize,
     /// The writer's task, woken directly (see [`wake_through`](Self::wake_through)).
     writer_task: OnceLock<(Arc<Wakeup>, usize)>,
-    /// The writer found the queue empty and waits: the next item wakes it, later ones
-    /// need not (a writer busy with a full socket is not polled once per push).
-    writer_waiting: AtomicBool,
+    items: Mutex<Queue>,
     reader: AtomicWaker,
     room: Notify,
 }
@@ -176,9 +191,8 @@ impl Outbound {
             reply_backlog: reply_backlog.max(1),
             closed: AtomicBool::new(false),
             backlog_full: AtomicBool::new(false),
-            writer: AtomicWaker::new(),
+            state: AtomicUsize::new(0),
             writer_task: OnceLock::new(),
-            writer_waiting: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             room: Notify::new(),
         }
@@ -202,12 +216,14 @@ impl Outbound {
             return Err(Refused::Closed(Item::Reply(text)));
         }
         let mut queue = self.lock();
+        let before = queue.slots.len();
         queue.append(Item::Reply(text));
         if queue.replies >= self.reply_backlog {
             self.backlog_full.store(true, Ordering::Release);
         }
+        let state = self.resize(before, queue.slots.len());
         drop(queue);
-        self.wake_waiting_writer();
+        self.wake_if_waiting(state);
         Ok(())
     }
 
@@ -253,6 +269,7 @@ impl Outbound {
             return Err(Refused::Closed(item));
         }
         let mut queue = self.lock();
+        let before = queue.slots.len();
         let mut queued = Queued::default();
         let item = match item {
             // Once begun, conflation goes on until the queue has drained.
@@ -283,8 +300,9 @@ impl Outbound {
         }
         queue.append(item);
         queue.compact_if_sparse();
+        let state = self.resize(before, queue.slots.len());
         drop(queue);
-        self.wake_waiting_writer();
+        self.wake_if_waiting(state);
         Ok(queued)
     }
 
@@ -304,9 +322,14 @@ impl Outbound {
         }
     }
 
-    /// The next item, for the writer, without waiting.
+    /// The next item, for the writer, without waiting. An empty queue is seen without the
+    /// lock.
     pub(crate) fn pop(&self) -> Option<Item> {
+        if self.state.load(Ordering::Acquire) < SLOT {
+            return None;
+        }
         let mut queue = self.lock();
+        let slots_before = queue.slots.len();
         let pushes_before = queue.pushes;
         let replies_before = queue.replies;
         let item = queue.pop_front();
@@ -315,7 +338,7 @@ impl Outbound {
         let made_room = pushes_before >= self.capacity && queue.pushes < self.capacity;
         let backlog_room =
             replies_before >= self.reply_backlog && queue.replies < self.reply_backlog;
-        if queue.pushes < self.capacity {
+        if queue.pushes < self.capacity && queue.full_since.is_some() {
             queue.full_since = None;
         }
         if backlog_room {
@@ -324,6 +347,7 @@ impl Outbound {
         if queue.slots.is_empty() {
             queue.release();
         }
+        self.resize(slots_before, queue.slots.len());
         drop(queue);
         if made_room {
             self.room.notify_waiters();
@@ -336,16 +360,17 @@ impl Outbound {
 
     /// The next item for the writer, or `None` as soon as `stopped()` holds: one wake-up for
     /// both, since stopping a connection also wakes its writer ([`wake_writer`](Self::wake_writer)).
-    /// Woken through the join (see [`wake_through`](Self::wake_through)), it registers no
-    /// waker at all. With `drained` (the writer just found the queue empty) it says it waits
-    /// before its first look, which saves a look at a queue that is most likely still empty.
+    /// The writer is woken through its join (set by [`wake_through`](Self::wake_through)
+    /// before the first call), so it registers no waker at all. With `drained` (the writer
+    /// just found the queue empty) it says it waits before its first look, which saves a
+    /// look at a queue that is most likely still empty.
     pub(crate) fn next_unless<'a>(
         &'a self,
         stopped: impl Fn() -> bool + 'a,
         drained: bool,
     ) -> impl Future<Output = Option<Item>> + 'a {
         let mut first = true;
-        std::future::poll_fn(move |cx| {
+        std::future::poll_fn(move |_| {
             if stopped() {
                 return Poll::Ready(None);
             }
@@ -355,33 +380,48 @@ impl Outbound {
                 }
             }
             first = false;
-            if self.writer_task.get().is_none() {
-                self.writer.register(cx.waker());
-            }
-            // Before the last look: an item queued after it finds the flag set and wakes.
-            self.writer_waiting.store(true, Ordering::SeqCst);
-            if stopped() {
-                return Poll::Ready(None);
-            }
-            match self.pop() {
-                Some(item) => Poll::Ready(Some(item)),
-                None => Poll::Pending,
+            debug_assert!(
+                self.writer_task.get().is_some(),
+                "the writer waits only once `wake_through` says how to wake it"
+            );
+            loop {
+                // Marked in the same word as the queue's length: whichever comes second,
+                // this mark or the next push, sees the other (the push then wakes the writer).
+                let state = self.state.fetch_or(WAITING, Ordering::SeqCst);
+                if stopped() {
+                    return Poll::Ready(None);
+                }
+                if state < SLOT {
+                    return Poll::Pending;
+                }
+                self.state.fetch_and(!WAITING, Ordering::SeqCst);
+                if let Some(item) = self.pop() {
+                    return Poll::Ready(Some(item));
+                }
+                // Only holes were left, and are gone now: wait again.
             }
         })
+    }
+
+    /// Records a change of the queue's length from `before` to `after` slots (under the
+    /// lock); returns the state before it.
+    fn resize(&self, before: usize, after: usize) -> usize {
+        let delta = after.wrapping_sub(before).wrapping_mul(SLOT);
+        self.state.fetch_add(delta, Ordering::SeqCst)
     }
 
     /// Wakes the writer waiting in [`next_unless`](Self::next_unless), to look at its stop
     /// condition.
     pub(crate) fn wake_writer(&self) {
-        match self.writer_task.get() {
-            Some((task, side)) => task.wake(*side),
-            None => self.writer.wake(),
+        if let Some((task, side)) = self.writer_task.get() {
+            task.wake(*side);
         }
     }
 
-    /// Wakes the writer if it waits for an item (after queuing one).
-    fn wake_waiting_writer(&self) {
-        if self.writer_waiting.swap(false, Ordering::SeqCst) {
+    /// Wakes the writer if `state` (from just before an item was queued) says it waits; of
+    /// several pushes that see it waiting, only one wakes it.
+    fn wake_if_waiting(&self, state: usize) {
+        if state & WAITING != 0 && self.state.fetch_and(!WAITING, Ordering::SeqCst) & WAITING != 0 {
             self.wake_writer();
         }
     }
@@ -577,7 +617,9 @@ impl Queue {
         if self.slots.capacity() > KEEP_CAPACITY {
             self.slots = VecDeque::new();
         }
-        self.updates.deactivate();
+        if self.updates.active() {
+            self.updates.deactivate();
+        }
         if self.volatile.capacity() > KEEP_CAPACITY {
             self.volatile = VecDeque::new();
         }
@@ -934,5 +976,110 @@ mod tests {
         tokio::task::yield_now().await;
         queue.close();
         assert!(waiting.await.unwrap());
+    }
+
+    /// A writer the way the server runs one: inside a join, woken only through it, taking
+    /// every item until the queue is stopped.
+    async fn write_all(queue: Arc<Outbound>, stopped: Arc<AtomicBool>) -> Vec<u64> {
+        let wakeup = Wakeup::new();
+        queue.wake_through(wakeup.clone(), 1);
+        let writer = async {
+            let mut taken = Vec::new();
+            let mut drained = false;
+            loop {
+                let next = queue.next_unless(|| stopped.load(Ordering::SeqCst), drained);
+                match next.await {
+                    Some(Item::Push(text, _)) => taken.push(text.parse().unwrap()),
+                    Some(_) => {}
+                    None => return taken,
+                }
+                // Like the writer's batch: take what else is there before waiting again.
+                while let Some(item) = queue.pop() {
+                    if let Item::Push(text, _) = item {
+                        taken.push(text.parse().unwrap());
+                    }
+                }
+                drained = true;
+            }
+        };
+        crate::server::join::join_with(wakeup, async {}, writer)
+            .await
+            .1
+    }
+
+    #[test]
+    fn pushes_from_other_threads_always_wake_the_waiting_writer() {
+        // Each round races three pushing threads against a writer that goes to sleep after
+        // every drained batch; a lost wake-up leaves the writer asleep and the round times
+        // out.
+        const THREADS: u64 = 3;
+        const PER_THREAD: u64 = 2_000;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for _ in 0..20 {
+            let queue = Arc::new(Outbound::new(usize::MAX / 4, 1));
+            let stopped = Arc::new(AtomicBool::new(false));
+            let writer = runtime.spawn(write_all(queue.clone(), stopped.clone()));
+            let pushers: Vec<_> = (0..THREADS)
+                .map(|thread| {
+                    let queue = queue.clone();
+                    std::thread::spawn(move || {
+                        for n in 0..PER_THREAD {
+                            let item = Item::Push(
+                                Utf8Bytes::from((thread * PER_THREAD + n).to_string()),
+                                Class::Plain,
+                            );
+                            queue.try_push(item).unwrap();
+                            if n % 64 == 0 {
+                                std::thread::yield_now();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for pusher in pushers {
+                pusher.join().unwrap();
+            }
+            // Every item must reach the writer before it is told to stop.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while queue.state.load(Ordering::SeqCst) >= SLOT {
+                assert!(
+                    Instant::now() < deadline,
+                    "the writer was not woken: {queue:?}"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            stopped.store(true, Ordering::SeqCst);
+            queue.wake_writer();
+            let mut taken = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), writer).await })
+                .expect("a stopped writer ends")
+                .unwrap();
+            taken.sort_unstable();
+            assert_eq!(taken, (0..THREADS * PER_THREAD).collect::<Vec<_>>());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_queue_is_seen_without_the_lock_and_holes_do_not_count() {
+        let queue = Outbound::new(1, 1);
+        assert_eq!(queue.state.load(Ordering::SeqCst), 0);
+        queue
+            .try_push_with_grace(volatile(1), Duration::ZERO)
+            .unwrap();
+        // A volatile push over a full queue takes the place of the older one: a hole, then
+        // the newer push.
+        queue
+            .try_push_with_grace(volatile(2), Duration::ZERO)
+            .unwrap();
+        assert_eq!(queue.state.load(Ordering::SeqCst), 2 * SLOT);
+        assert_eq!(drain(&queue), ["2"]);
+        assert_eq!(queue.state.load(Ordering::SeqCst), 0);
+        // Held while the lock is: `pop` must not need it to find the queue empty.
+        let _held = queue.lock();
+        assert!(queue.pop().is_none());
     }
 }

@@ -6,20 +6,31 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
-/// Which side of a [`Join`] was woken, and the task to wake (one registration per poll
-/// serves both). Shared with whatever wakes a side directly, without a waker of its own: the
-/// outbound queue wakes the writer side through it ([`Outbound::wake_through`]).
+/// Which side of a [`Join`] was woken, and the task to wake. Shared with whatever wakes a
+/// side directly, without a waker of its own: the outbound queue wakes the writer side
+/// through it ([`Outbound::wake_through`]).
+///
+/// A task is given the same waker at every poll, so the first poll's waker is kept and
+/// woken by reference: no registration per poll, no waker cloned and dropped per wake-up.
+/// Should the join ever be polled with another waker (moved to another task), it falls back
+/// to registering at every poll, and wakes go through that registration.
 ///
 /// [`Outbound::wake_through`]: crate::outbound::Outbound::wake_through
 pub(crate) struct Wakeup {
     woken: [AtomicBool; 2],
-    task: AtomicWaker,
+    /// The waker of the first poll.
+    task: OnceLock<Waker>,
+    /// The join was polled with a waker that does not wake `task`.
+    moved: AtomicBool,
+    /// Registered at the first poll (a wake-up racing with it finds `task` still unset) and,
+    /// once `moved`, at every poll.
+    registered: AtomicWaker,
 }
 
 impl Wakeup {
@@ -27,14 +38,38 @@ impl Wakeup {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             woken: [AtomicBool::new(true), AtomicBool::new(true)],
-            task: AtomicWaker::new(),
+            task: OnceLock::new(),
+            moved: AtomicBool::new(false),
+            registered: AtomicWaker::new(),
         })
     }
 
     /// Marks `side` (0 for the first future, 1 for the second) as woken and wakes the task.
     pub(crate) fn wake(&self, side: usize) {
-        self.woken[side].store(true, Ordering::Release);
-        self.task.wake();
+        // Sequentially consistent with the poll's `moved` and flag: a wake-up that reads
+        // `moved` before the poll sets it marked its side before the poll looks.
+        self.woken[side].store(true, Ordering::SeqCst);
+        match self.task.get() {
+            Some(task) if !self.moved.load(Ordering::SeqCst) => task.wake_by_ref(),
+            _ => self.registered.wake(),
+        }
+    }
+
+    /// Makes sure that a wake-up from now on wakes `waker`'s task; before the sides are
+    /// looked at.
+    fn register(&self, waker: &Waker) {
+        if !self.moved.load(Ordering::SeqCst) {
+            match self.task.get() {
+                Some(task) if task.will_wake(waker) => return,
+                Some(_) => self.moved.store(true, Ordering::SeqCst),
+                None => {
+                    self.registered.register(waker);
+                    let _ = self.task.set(waker.clone());
+                    return;
+                }
+            }
+        }
+        self.registered.register(waker);
     }
 }
 
@@ -57,16 +92,20 @@ impl Wake for Side {
 pin_project! {
     /// Runs both futures to completion in the calling task, like `futures::join`, but polls
     /// each only when it was woken (both at the first poll). A struct rather than an
-    /// `async fn`, so that the two futures are stored once, in place.
+    /// `async fn`, so that the two futures are stored once, in place. In declaration order
+    /// (`repr(C)`): what every poll reads, then the second future (the writer, polled for
+    /// every push), then the first (the reader, larger and polled less often), so that a
+    /// poll of the writer touches few cache lines.
+    #[repr(C)]
     pub(crate) struct Join<A: Future, B: Future> {
-        #[pin]
-        a: A,
-        #[pin]
-        b: B,
-        a_output: Option<A::Output>,
-        b_output: Option<B::Output>,
         shared: Arc<Wakeup>,
         wakers: [Waker; 2],
+        a_output: Option<A::Output>,
+        b_output: Option<B::Output>,
+        #[pin]
+        b: B,
+        #[pin]
+        a: A,
     }
 }
 
@@ -100,13 +139,13 @@ impl<A: Future, B: Future> Future for Join<A, B> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        this.shared.task.register(cx.waker());
-        if this.a_output.is_none() && this.shared.woken[0].swap(false, Ordering::AcqRel) {
+        this.shared.register(cx.waker());
+        if this.a_output.is_none() && this.shared.woken[0].swap(false, Ordering::SeqCst) {
             if let Poll::Ready(output) = this.a.poll(&mut Context::from_waker(&this.wakers[0])) {
                 *this.a_output = Some(output);
             }
         }
-        if this.b_output.is_none() && this.shared.woken[1].swap(false, Ordering::AcqRel) {
+        if this.b_output.is_none() && this.shared.woken[1].swap(false, Ordering::SeqCst) {
             if let Poll::Ready(output) = this.b.poll(&mut Context::from_waker(&this.wakers[1])) {
                 *this.b_output = Some(output);
             }
@@ -187,5 +226,52 @@ mod tests {
         let (reader_polls, writer_polls) = joined.await.unwrap();
         assert_eq!(reader_polls, 2);
         assert_eq!(writer_polls, 12);
+    }
+
+    /// Counts its wake-ups.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting() -> (Arc<Counter>, Waker) {
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        (counter.clone(), Waker::from(counter))
+    }
+
+    #[test]
+    fn every_wake_up_reaches_the_task_and_a_moved_join_its_new_task() {
+        let wakeup = Wakeup::new();
+        let mut joined = Box::pin(join_with(
+            wakeup.clone(),
+            std::future::pending::<()>(),
+            std::future::pending::<()>(),
+        ));
+        let mut pending_after_poll_with = |waker: &Waker| {
+            joined
+                .as_mut()
+                .poll(&mut Context::from_waker(waker))
+                .is_pending()
+        };
+        let (first, first_waker) = counting();
+        assert!(pending_after_poll_with(&first_waker));
+        // The first poll's waker is woken by every wake-up, though registered only once.
+        for n in 1..=3 {
+            wakeup.wake(1);
+            assert_eq!(first.0.load(Ordering::SeqCst), n);
+            assert!(pending_after_poll_with(&first_waker));
+        }
+        // Polled with another task's waker: wake-ups go to that one from now on.
+        let (second, second_waker) = counting();
+        assert!(pending_after_poll_with(&second_waker));
+        wakeup.wake(0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert_eq!(first.0.load(Ordering::SeqCst), 3);
+        assert!(pending_after_poll_with(&second_waker));
+        wakeup.wake(1);
+        assert_eq!(second.0.load(Ordering::SeqCst), 2);
     }
 }
