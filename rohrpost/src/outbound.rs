@@ -380,10 +380,13 @@ impl Outbound {
                 }
             }
             first = false;
-            debug_assert!(
-                self.writer_task.get().is_some(),
-                "the writer waits only once `wake_through` says how to wake it"
-            );
+            if self.writer_task.get().is_none() {
+                // Nothing could wake it: better a writer that ends (and closes the
+                // connection) than one that sleeps for ever.
+                debug_assert!(false, "the writer waits only once `wake_through` is set");
+                tracing::error!("an outbound queue's writer has no way to be woken; closing");
+                return Poll::Ready(None);
+            }
             loop {
                 // Marked in the same word as the queue's length: whichever comes second,
                 // this mark or the next push, sees the other (the push then wakes the writer).
@@ -407,7 +410,13 @@ impl Outbound {
     /// lock); returns the state before it.
     fn resize(&self, before: usize, after: usize) -> usize {
         let delta = after.wrapping_sub(before).wrapping_mul(SLOT);
-        self.state.fetch_add(delta, Ordering::SeqCst)
+        let state = self.state.fetch_add(delta, Ordering::SeqCst);
+        debug_assert_eq!(
+            state.wrapping_add(delta) / SLOT,
+            after,
+            "the state counts every slot"
+        );
+        state
     }
 
     /// Wakes the writer waiting in [`next_unless`](Self::next_unless), to look at its stop
@@ -671,6 +680,8 @@ impl std::fmt::Debug for Outbound {
             .field("capacity", &self.capacity)
             .field("reply_backlog", &self.reply_backlog)
             .field("closed", &self.is_closed())
+            .field("slots", &queue.slots.len())
+            .field("state", &self.state.load(Ordering::SeqCst))
             .finish()
     }
 }
@@ -1063,23 +1074,54 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_empty_queue_is_seen_without_the_lock_and_holes_do_not_count() {
-        let queue = Outbound::new(1, 1);
+    #[test]
+    fn an_empty_queue_is_seen_without_the_lock_and_holes_count_until_popped() {
+        let queue = Arc::new(Outbound::new(1, 1));
         assert_eq!(queue.state.load(Ordering::SeqCst), 0);
-        queue
-            .try_push_with_grace(volatile(1), Duration::ZERO)
-            .unwrap();
+        offer(&queue, volatile(1));
         // A volatile push over a full queue takes the place of the older one: a hole, then
-        // the newer push.
-        queue
-            .try_push_with_grace(volatile(2), Duration::ZERO)
-            .unwrap();
+        // the newer push; both are slots until popped.
+        offer(&queue, volatile(2));
         assert_eq!(queue.state.load(Ordering::SeqCst), 2 * SLOT);
         assert_eq!(drain(&queue), ["2"]);
         assert_eq!(queue.state.load(Ordering::SeqCst), 0);
-        // Held while the lock is: `pop` must not need it to find the queue empty.
-        let _held = queue.lock();
-        assert!(queue.pop().is_none());
+        // While another thread holds the lock, `pop` still answers: it does not need it.
+        let held = queue.lock();
+        let (answer, answered) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let queue = queue.clone();
+            move || answer.send(queue.pop().is_none()).unwrap()
+        });
+        let empty = answered.recv_timeout(Duration::from_secs(10));
+        drop(held);
+        assert_eq!(empty, Ok(true), "pop waited for the lock");
+    }
+
+    #[test]
+    fn a_writer_that_finds_only_holes_waits() {
+        let queue = Outbound::new(4, 4);
+        queue.wake_through(Wakeup::new(), 1);
+        offer(&queue, text(1));
+        offer(&queue, text(2));
+        // The last item leaves a hole at the end (as a conflated update can).
+        {
+            let mut slots = queue.lock();
+            let last = slots.head + 1;
+            assert!(slots.take(last).is_some());
+        }
+        assert_eq!(popped(&queue).as_deref(), Some("1"));
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let next = queue.next_unless(|| false, false);
+        tokio::pin!(next);
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(queue.state.load(Ordering::SeqCst), WAITING);
+        // The next push finds it waiting.
+        offer(&queue, text(3));
+        assert_eq!(queue.state.load(Ordering::SeqCst), SLOT);
+        assert!(matches!(
+            next.as_mut().poll(&mut cx),
+            Poll::Ready(Some(Item::Push(text, _))) if text == "3"
+        ));
     }
 }
