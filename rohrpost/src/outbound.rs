@@ -364,46 +364,27 @@ impl Outbound {
     /// before the first call), so it registers no waker at all. With `drained` (the writer
     /// just found the queue empty) it says it waits before its first look, which saves a
     /// look at a queue that is most likely still empty.
-    pub(crate) fn next_unless<'a>(
+    pub(crate) fn next_unless<'a, F: Fn() -> bool + Unpin + 'a>(
         &'a self,
-        stopped: impl Fn() -> bool + 'a,
+        stopped: F,
         drained: bool,
-    ) -> impl Future<Output = Option<Item>> + 'a {
-        let mut first = true;
-        std::future::poll_fn(move |_| {
-            if stopped() {
-                return Poll::Ready(None);
-            }
-            if !(first && drained) {
-                if let Some(item) = self.pop() {
-                    return Poll::Ready(Some(item));
-                }
-            }
-            first = false;
-            if self.writer_task.get().is_none() {
-                // Nothing could wake it: better a writer that ends (and closes the
-                // connection) than one that sleeps for ever.
-                debug_assert!(false, "the writer waits only once `wake_through` is set");
-                tracing::error!("an outbound queue's writer has no way to be woken; closing");
-                return Poll::Ready(None);
-            }
-            loop {
-                // Marked in the same word as the queue's length: whichever comes second,
-                // this mark or the next push, sees the other (the push then wakes the writer).
-                let state = self.state.fetch_or(WAITING, Ordering::SeqCst);
-                if stopped() {
-                    return Poll::Ready(None);
-                }
-                if state < SLOT {
-                    return Poll::Pending;
-                }
-                self.state.fetch_and(!WAITING, Ordering::SeqCst);
-                if let Some(item) = self.pop() {
-                    return Poll::Ready(Some(item));
-                }
-                // Only holes were left, and are gone now: wait again.
-            }
-        })
+    ) -> Next<'a, F> {
+        Next {
+            queue: self,
+            stopped,
+            look_first: !drained,
+        }
+    }
+
+    /// A writer that nothing could wake: better one that ends (and closes the connection)
+    /// than one that sleeps for ever. Out of line, so that the writer's wait stays small
+    /// enough to be inlined.
+    #[cold]
+    #[inline(never)]
+    fn unwakeable() -> Option<Item> {
+        debug_assert!(false, "the writer waits only once `wake_through` is set");
+        tracing::error!("an outbound queue's writer has no way to be woken; closing");
+        None
     }
 
     /// Records a change of the queue's length from `before` to `after` slots (under the
@@ -448,6 +429,53 @@ impl Outbound {
         self.closed.store(true, Ordering::Release);
         self.room.notify_waiters();
         self.reader.wake();
+    }
+}
+
+/// The writer's wait for its next item: see [`Outbound::next_unless`]. A named future
+/// rather than a `poll_fn`, so that it is inlined into the writer's poll.
+pub(crate) struct Next<'a, F> {
+    queue: &'a Outbound,
+    stopped: F,
+    /// Whether to look at the queue before saying that the writer waits.
+    look_first: bool,
+}
+
+impl<F: Fn() -> bool + Unpin> Future for Next<'_, F> {
+    type Output = Option<Item>;
+
+    #[inline]
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let queue = this.queue;
+        if (this.stopped)() {
+            return Poll::Ready(None);
+        }
+        if this.look_first {
+            if let Some(item) = queue.pop() {
+                return Poll::Ready(Some(item));
+            }
+        }
+        this.look_first = true;
+        if queue.writer_task.get().is_none() {
+            return Poll::Ready(Outbound::unwakeable());
+        }
+        loop {
+            // Marked in the same word as the queue's length: whichever comes second, this
+            // mark or the next push, sees the other (the push then wakes the writer).
+            let state = queue.state.fetch_or(WAITING, Ordering::SeqCst);
+            if (this.stopped)() {
+                return Poll::Ready(None);
+            }
+            if state < SLOT {
+                return Poll::Pending;
+            }
+            queue.state.fetch_and(!WAITING, Ordering::SeqCst);
+            if let Some(item) = queue.pop() {
+                return Poll::Ready(Some(item));
+            }
+            // Only holes were left, and are gone now: wait again.
+        }
     }
 }
 
