@@ -1,5 +1,6 @@
 //! Presence across nodes through a Redis of the test's own: members counted and listed on
-//! every node, leaves across nodes, a node killed with SIGKILL, and a Redis that restarts.
+//! every node, leaves across nodes, a node killed with SIGKILL, a dead node's many groups
+//! swept a bounded number per beat, and a Redis that restarts.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -263,6 +264,30 @@ impl Drop for DemoProcess {
     }
 }
 
+/// Waits (5 s at most) until the nodes Redis lists for presence satisfy `done`: a dead
+/// node is forgotten.
+async fn until_nodes(
+    connection: &mut redis::aio::MultiplexedConnection,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg("rohrpost:group:presence-nodes")
+            .query_async(connection)
+            .await
+            .unwrap();
+        if done(&nodes) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dead node stays listed: {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_members_of_a_killed_node_leave_within_node_ttl_and_grace() {
     let Some(redis) = RedisServer::start() else {
@@ -293,22 +318,7 @@ async fn the_members_of_a_killed_node_leave_within_node_ttl_and_grace() {
     // The dead node is forgotten; once the group is empty, none of its keys is left behind.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let nodes: Vec<String> = redis::cmd("SMEMBERS")
-            .arg("rohrpost:group:presence-nodes")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if nodes.len() == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dead node stays listed: {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_nodes(&mut connection, |nodes| nodes.len() == 1).await;
     ada.call(unsubscribe()).await;
     a.until_counted((0, 0)).await;
     let left: Vec<String> = redis::cmd("KEYS")
@@ -338,4 +348,69 @@ async fn presence_is_written_again_when_redis_comes_back_empty() {
     b.until_counted((2, 2)).await;
     a.server.shutdown().await;
     b.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_node_with_many_groups_is_swept_at_most_256_groups_a_beat() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    // A node that died listed in 600 groups (with nothing left in them).
+    let ghost_groups = "rohrpost:group:node:ghost:groups";
+    let groups: Vec<String> = (0..600).map(|n| format!("todo-{n}")).collect();
+    redis::cmd("SADD")
+        .arg(ghost_groups)
+        .arg(&groups)
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    redis::cmd("SADD")
+        .arg("rohrpost:group:presence-nodes")
+        .arg("ghost")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    // A live node sweeps every third of its node_ttl (1 s): each beat removes a burst of
+    // at most 256 groups, one script call each, then the count rests until the next beat.
+    let a = Node::start(&redis, presence(Duration::from_secs(1))).await;
+    let mut resting = Vec::new();
+    let (mut last, mut since) = (usize::MAX, Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: usize = redis::cmd("SCARD")
+            .arg(ghost_groups)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if left != last {
+            (last, since) = (left, Instant::now());
+        } else if since.elapsed() >= Duration::from_millis(100) && resting.last() != Some(&left) {
+            resting.push(left);
+        }
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} groups left, resting at {resting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("the dead node's groups rested at {resting:?}");
+    assert!(
+        resting.contains(&344) && resting.contains(&88),
+        "not 256 a beat: resting at {resting:?}"
+    );
+    assert!(
+        resting.windows(2).all(|pair| pair[0] - pair[1] <= 256),
+        "more than 256 groups in one beat: {resting:?}"
+    );
+    // Once its last group is gone, the dead node is forgotten.
+    until_nodes(&mut connection, |nodes| {
+        !nodes.iter().any(|node| node == "ghost")
+    })
+    .await;
+    a.server.shutdown().await;
 }
