@@ -56,7 +56,9 @@
 //! hashes with per-node connection counts, written by one script per batch of changes. Each
 //! node refreshes one liveness key every third of [`Presence::node_ttl`]; when a node stops
 //! (crash, SIGKILL, network), another one finds its key expired and removes its members, so
-//! their leaves go out within `node_ttl` (plus a third) of its end.
+//! their leaves go out within `node_ttl` (plus a third) of its end. A live node removes at most
+//! 256 groups of dead nodes per beat; a node that was in more groups is removed over the
+//! following beats.
 
 mod events;
 #[doc(hidden)]
