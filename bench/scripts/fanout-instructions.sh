@@ -7,34 +7,49 @@
 # deliveries between them (so the handshakes and subscribes drop out).
 #
 #   cargo build --release -p rohrpost-bench
-#   bench/scripts/fanout-instructions.sh                        # Ir per delivery
+#   bench/scripts/fanout-instructions.sh                          # Ir per delivery
 #   CG_EXTRA=--cache-sim=yes bench/scripts/fanout-instructions.sh  # and simulated misses
 #
-# S subscribers (1000), U1 and U2 updates (20, 120); BIN the bench binary. Needs valgrind.
+# S subscribers (1000), U1 and U2 updates (20, 120); BIN the bench binary (relative paths
+# from the repository's root). Needs valgrind and python3.
 set -euo pipefail
+cd "$(dirname "$0")/../.."
 S=${S:-1000}; U1=${U1:-20}; U2=${U2:-120}
 BIN=${BIN:-target/release/rohrpost-bench}
 CG_EXTRA=${CG_EXTRA:-}
-command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
-OUT=$(mktemp -d)
-for U in $U1 $U2; do
-  mkdir -p $OUT/$U
-  ROHRPOST_BENCH_SERVER_PREFIX="valgrind --tool=callgrind $CG_EXTRA --callgrind-out-file=$OUT/$U/cg.%p" \
-    $BIN fanout --subscribers $S --updates $U --rounds 1 >/dev/null 2>&1
+for tool in valgrind python3; do
+  command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
 done
-python3 - $OUT $S $((U2-U1)) <<'PY'
-import sys,glob
-out,S,dU=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])
-def totals(d,kind):
-    for f in glob.glob(d+'/cg.*'):
-        txt=open(f).read()
-        if ('serve %s '%kind) in txt[:400]:
-            ev=[l for l in txt.splitlines() if l.startswith('events:')][0].split()[1:]
-            su=[l for l in txt.splitlines() if l.startswith('summary:')][0].split()[1:]
-            return dict(zip(ev,map(int,su)))
-dirs=sorted(glob.glob(out+'/*'),key=lambda x:int(x.split('/')[-1]))
-for kind in ['fanout-baseline','todo']:
-    a,b=totals(dirs[0],kind),totals(dirs[1],kind)
-    print(kind.ljust(16),'  '.join('%s %.1f'%(k,(b[k]-a[k])/(S*dU)) for k in a))
+[ -x "$BIN" ] || { echo "no bench binary at $BIN: cargo build --release -p rohrpost-bench" >&2; exit 1; }
+OUT=$(mktemp -d)
+for U in "$U1" "$U2"; do
+  mkdir -p "$OUT/$U"
+  if ! ROHRPOST_BENCH_SERVER_PREFIX="valgrind --tool=callgrind $CG_EXTRA --callgrind-out-file=$OUT/$U/cg.%p" \
+    "$BIN" fanout --subscribers "$S" --updates "$U" --rounds 1 >"$OUT/$U/log" 2>&1; then
+    echo "the fanout run with $U updates failed; its output ends:" >&2
+    tail -20 "$OUT/$U/log" >&2
+    exit 1
+  fi
+done
+python3 - "$OUT" "$S" "$((U2 - U1))" "$U1" "$U2" <<'PY'
+import glob, sys
+out, subscribers, updates = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+runs = sys.argv[4:6]
+
+def totals(run, kind):
+    """The event totals of the callgrind file whose command served `kind`."""
+    for path in glob.glob(f"{out}/{run}/cg.*"):
+        lines = open(path).read().splitlines()
+        cmd = next((l for l in lines if l.startswith("cmd:")), "")
+        if f" serve {kind} " in cmd + " ":
+            events = next(l for l in lines if l.startswith("events:")).split()[1:]
+            summary = next(l for l in lines if l.startswith("summary:")).split()[1:]
+            return dict(zip(events, map(int, summary)))
+    sys.exit(f"no callgrind file for the {kind} server of the run with {run} updates in {out}")
+
+for kind in ["fanout-baseline", "todo"]:
+    first, second = (totals(run, kind) for run in runs)
+    per = "  ".join(f"{e} {(second[e] - first[e]) / (subscribers * updates):.1f}" for e in first)
+    print(f"{kind:<16} {per}")
 PY
 echo "callgrind files in $OUT (callgrind_annotate shows where they go)"

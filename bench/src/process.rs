@@ -112,8 +112,9 @@ impl Drop for ServerProcess {
         // Under a prefix, a SIGTERM first, so that a tool such as callgrind writes its
         // counts; then, after at most 30 s, a SIGKILL.
         if !server_prefix().is_empty() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
+            // The shell's own `kill`: a slim system may have no kill binary.
+            let _ = Command::new("sh")
+                .args(["-c", r#"kill -TERM "$0""#, &self.child.id().to_string()])
                 .status();
             for _ in 0..300 {
                 if matches!(self.child.try_wait(), Ok(Some(_))) {

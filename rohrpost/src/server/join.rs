@@ -14,14 +14,14 @@ use pin_project_lite::pin_project;
 
 /// Which side of a [`Join`] was woken, and the task to wake. Shared with whatever wakes a
 /// side directly, without a waker of its own: the outbound queue wakes the writer side
-/// through it ([`Outbound::wake_through`]).
+/// through it ([`Outbound::wakeup`]).
 ///
 /// A task is given the same waker at every poll, so the first poll's waker is kept and
 /// woken by reference: no registration per poll, no waker cloned and dropped per wake-up.
 /// Should the join ever be polled with another waker (moved to another task), it falls back
 /// to registering at every poll, and wakes go through that registration.
 ///
-/// [`Outbound::wake_through`]: crate::outbound::Outbound::wake_through
+/// [`Outbound::wakeup`]: crate::outbound::Outbound::wakeup
 pub(crate) struct Wakeup {
     woken: [AtomicBool; 2],
     /// The waker of the first poll.
@@ -94,8 +94,8 @@ pin_project! {
     /// each only when it was woken (both at the first poll). A struct rather than an
     /// `async fn`, so that the two futures are stored once, in place. In declaration order
     /// (`repr(C)`): what every poll reads, then the second future (the writer, polled for
-    /// every push), then the first (the reader, larger and polled less often), so that a
-    /// poll of the writer touches few cache lines.
+    /// every push to an idle writer), then the first (the reader, larger and polled less
+    /// often), so that a poll of the writer touches few cache lines.
     #[repr(C)]
     pub(crate) struct Join<A: Future, B: Future> {
         shared: Arc<Wakeup>,

@@ -106,11 +106,9 @@ pub(crate) async fn run<S: Transport>(
         end
     };
     let writing = write_loop(&mut sink, connection.clone(), shared.clone());
-    // A push wakes the writer side directly: no waker to register for every push.
-    let wakeup = super::join::Wakeup::new();
-    connection
-        .outbound()
-        .wake_through(wakeup.clone(), WRITER_SIDE);
+    // A push wakes the writer side directly, through the queue's own wake-up state: no
+    // waker to register for every push. The writer is the second side (`WRITER_SIDE`).
+    let wakeup = connection.outbound().wakeup();
     let (end, unsent) = super::join::join_with(wakeup, reading, writing).await;
     // Nothing can reach the connection any more: leave its groups now, not after lingering.
     connection.stop();
@@ -335,9 +333,6 @@ fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
     connection.abort(code, reason);
     End::Closed
 }
-
-/// The writer's place in the reader/writer join.
-const WRITER_SIDE: usize = 1;
 
 /// Writes queued items until the connection stops; returns the item it had taken off the
 /// queue but not yet handed to the socket, if any.
