@@ -15,9 +15,10 @@
 //! mpsc channel allocates a block of 32 slots per connection up front; an idle connection
 //! here holds an empty `VecDeque` instead. Pushes take an uncontended lock. One atomic word
 //! holds the queue's length and whether the writer waits: a writer going to sleep learns
-//! from it whether an item came meanwhile, and only the push that finds it waiting wakes it, directly through the
-//! wake-up state of the join its writer runs in ([`Outbound::wakeup`]). The reader is woken
-//! through an `AtomicWaker`, senders waiting for room through a `Notify`.
+//! from it whether an item came meanwhile, and only the push that finds it waiting wakes
+//! it, directly through the wake-up state of the join its writer runs in
+//! ([`Outbound::wakeup`]). The reader is woken through an `AtomicWaker`, senders waiting
+//! for room through a `Notify`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
