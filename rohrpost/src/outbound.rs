@@ -13,16 +13,15 @@
 //! Order is kept: whatever is removed from the middle leaves a hole that the writer skips,
 //! and a replacement is appended at the end, so delivery order stays send order. A tokio
 //! mpsc channel allocates a block of 32 slots per connection up front; an idle connection
-//! here holds an empty `VecDeque` instead. Pushes take an uncontended lock. One atomic word
-//! holds the queue's length and whether the writer waits: a writer going to sleep learns
-//! from it whether an item came meanwhile, and only the push that finds it waiting wakes
-//! it, directly through the wake-up state of the join its writer runs in
-//! ([`Outbound::wakeup`]). The reader is woken through an `AtomicWaker`, senders waiting
-//! for room through a `Notify`.
+//! here holds an empty `VecDeque` instead. Pushes take an uncontended lock. The writer says
+//! that it waits under the same lock, when it takes the last item or finds none: only the
+//! next push wakes it (later ones find it busy), directly through the wake-up state of the
+//! join its writer runs in ([`Outbound::wakeup`]). The reader is woken through an
+//! `AtomicWaker`, senders waiting for room through a `Notify`.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -147,11 +146,6 @@ struct Queue {
 /// A queue that keeps more capacity than this after a burst gives it back once drained.
 const KEEP_CAPACITY: usize = 64;
 
-/// [`Outbound::state`]: the writer waits for an item.
-const WAITING: usize = 1;
-/// [`Outbound::state`]: one queued slot.
-const SLOT: usize = 2;
-
 /// The writer's side in the reader/writer join (the reader is side 0).
 pub(crate) const WRITER_SIDE: usize = 1;
 
@@ -159,12 +153,13 @@ pub(crate) const WRITER_SIDE: usize = 1;
 /// [`Queue`].
 #[repr(C)]
 pub(crate) struct Outbound {
-    /// [`SLOT`] times the number of slots queued (holes included), plus [`WAITING`] while
-    /// the writer found the queue empty and waits: the next item wakes it, later ones need
-    /// not (a writer busy with a full socket is not polled once per push). One word, so that
-    /// a push and a writer going to sleep cannot miss each other. A `WAITING` left set by a
-    /// writer that was woken otherwise costs one spurious wake-up at most.
-    state: AtomicUsize,
+    /// Set while the writer has taken everything queued, cleared by the next push, which
+    /// then wakes it; later pushes need not (a writer busy with a full socket is not polled
+    /// once per push). Written only under the lock, so that a push and a writer going to
+    /// sleep cannot miss each other; read without it by a writer about to wait
+    /// ([`next_unless`](Self::next_unless)). Left set by a writer that was woken otherwise,
+    /// it costs one spurious wake-up at most.
+    writer_waits: AtomicBool,
     closed: AtomicBool,
     /// Whether `reply_backlog` replies wait: written under the lock, read without it (the
     /// reader asks before every request).
@@ -197,7 +192,7 @@ impl Outbound {
             reply_backlog: reply_backlog.max(1),
             closed: AtomicBool::new(false),
             backlog_full: AtomicBool::new(false),
-            state: AtomicUsize::new(0),
+            writer_waits: AtomicBool::new(false),
             wakeup: Wakeup::new(),
             reader: AtomicWaker::new(),
             room: Notify::new(),
@@ -222,14 +217,15 @@ impl Outbound {
             return Err(Refused::Closed(Item::Reply(text)));
         }
         let mut queue = self.lock();
-        let before = queue.slots.len();
         queue.append(Item::Reply(text));
         if queue.replies >= self.reply_backlog {
             self.backlog_full.store(true, Ordering::Release);
         }
-        let state = self.resize(before, queue.slots.len());
+        let wake = self.claim_waiting_writer(&queue);
         drop(queue);
-        self.wake_if_waiting(state);
+        if wake {
+            self.wake_writer();
+        }
         Ok(())
     }
 
@@ -275,7 +271,6 @@ impl Outbound {
             return Err(Refused::Closed(item));
         }
         let mut queue = self.lock();
-        let before = queue.slots.len();
         let mut queued = Queued::default();
         let item = match item {
             // Once begun, conflation goes on until the queue has drained.
@@ -306,9 +301,11 @@ impl Outbound {
         }
         queue.append(item);
         queue.compact_if_sparse();
-        let state = self.resize(before, queue.slots.len());
+        let wake = self.claim_waiting_writer(&queue);
         drop(queue);
-        self.wake_if_waiting(state);
+        if wake {
+            self.wake_writer();
+        }
         Ok(queued)
     }
 
@@ -328,13 +325,20 @@ impl Outbound {
         }
     }
 
-    /// The next item, for the writer, without waiting. (It takes the lock even when `state`
-    /// says the queue is empty: a version that answered from `state` alone made the
-    /// slow-client close in `tests/tests/backpressure.rs` fail 2 times in 6, for a reason not
-    /// yet found.)
+    /// The next item, without waiting (and without saying that the writer waits: for
+    /// draining a queue the writer is done with).
     pub(crate) fn pop(&self) -> Option<Item> {
+        self.pop_marking(false).map(|(item, _)| item)
+    }
+
+    /// The writer's next item, and whether it was the last one queued; when it was, or when
+    /// nothing was queued, the writer now counts as waiting: the next push wakes it.
+    pub(crate) fn take(&self) -> Option<(Item, bool)> {
+        self.pop_marking(true)
+    }
+
+    fn pop_marking(&self, mark_waiting: bool) -> Option<(Item, bool)> {
         let mut queue = self.lock();
-        let slots_before = queue.slots.len();
         let pushes_before = queue.pushes;
         let replies_before = queue.replies;
         let item = queue.pop_front();
@@ -349,10 +353,14 @@ impl Outbound {
         if backlog_room {
             self.backlog_full.store(false, Ordering::Release);
         }
-        if queue.slots.is_empty() {
+        let last = queue.slots.is_empty();
+        if last {
             queue.release();
+            if mark_waiting {
+                // Under the lock: the next push finds it.
+                self.writer_waits.store(true, Ordering::Relaxed);
+            }
         }
-        self.resize(slots_before, queue.slots.len());
         drop(queue);
         if made_room {
             self.room.notify_waiters();
@@ -360,15 +368,15 @@ impl Outbound {
         if backlog_room {
             self.reader.wake();
         }
-        item
+        item.map(|item| (item, last))
     }
 
-    /// The next item for the writer, or `None` as soon as `stopped()` holds: one wake-up for
-    /// both, since stopping a connection also wakes its writer ([`wake_writer`](Self::wake_writer)).
-    /// The writer is woken through its join's shared state ([`wakeup`](Self::wakeup)), so it
-    /// registers no waker at all: it must wait inside that join. With `drained` (the writer
-    /// just found the queue empty) it says it waits before its first look, which saves a
-    /// look at a queue that is most likely still empty.
+    /// The writer's next item, as from [`take`](Self::take), or `None` as soon as `stopped()`
+    /// holds: one wake-up for both, since stopping a connection also wakes its writer
+    /// ([`wake_writer`](Self::wake_writer)). The writer is woken through its join's shared
+    /// state ([`wakeup`](Self::wakeup)), so it registers no waker at all: it must wait
+    /// inside that join. With `drained` (the writer's last [`take`](Self::take) found or
+    /// left the queue empty) it does not look at the queue while no push has come since.
     pub(crate) fn next_unless<'a, F: Fn() -> bool + Unpin + 'a>(
         &'a self,
         stopped: F,
@@ -381,31 +389,21 @@ impl Outbound {
         }
     }
 
-    /// Records a change of the queue's length from `before` to `after` slots (under the
-    /// lock); returns the state before it.
-    fn resize(&self, before: usize, after: usize) -> usize {
-        let delta = after.wrapping_sub(before).wrapping_mul(SLOT);
-        let state = self.state.fetch_add(delta, Ordering::SeqCst);
-        debug_assert_eq!(
-            state.wrapping_add(delta) / SLOT,
-            after,
-            "the state counts every slot"
-        );
-        state
-    }
-
     /// Wakes the writer waiting in [`next_unless`](Self::next_unless), to look at its stop
     /// condition.
     pub(crate) fn wake_writer(&self) {
         self.wakeup.wake(WRITER_SIDE);
     }
 
-    /// Wakes the writer if `state` (from just before an item was queued) says it waits; of
-    /// several pushes that see it waiting, only one wakes it.
-    fn wake_if_waiting(&self, state: usize) {
-        if state & WAITING != 0 && self.state.fetch_and(!WAITING, Ordering::SeqCst) & WAITING != 0 {
-            self.wake_writer();
+    /// For a push, under the lock (`_locked`): whether the writer waits for it, in which
+    /// case it no longer does and the push must wake it. Plain loads and stores: every
+    /// write of the flag happens under the lock.
+    fn claim_waiting_writer(&self, _locked: &Queue) -> bool {
+        let waits = self.writer_waits.load(Ordering::Relaxed);
+        if waits {
+            self.writer_waits.store(false, Ordering::Relaxed);
         }
+        waits
     }
 
     /// The wake-up state to join the writer through, as side [`WRITER_SIDE`]
@@ -434,7 +432,7 @@ pub(crate) struct Next<'a, F> {
 }
 
 impl<F: Fn() -> bool + Unpin> Future for Next<'_, F> {
-    type Output = Option<Item>;
+    type Output = Option<(Item, bool)>;
 
     #[inline]
     fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<Self::Output> {
@@ -443,28 +441,18 @@ impl<F: Fn() -> bool + Unpin> Future for Next<'_, F> {
         if (this.stopped)() {
             return Poll::Ready(None);
         }
-        if this.look_first {
-            if let Some(item) = queue.pop() {
-                return Poll::Ready(Some(item));
-            }
-        }
+        // Set, the flag says that no push came since the writer took the last item: nothing
+        // to look at. (Read as set just after a push cleared it, it is followed by that
+        // push's wake-up.)
+        let look = this.look_first || !queue.writer_waits.load(Ordering::Relaxed);
         this.look_first = true;
-        loop {
-            // Marked in the same word as the queue's length: whichever comes second, this
-            // mark or the next push, sees the other (the push then wakes the writer).
-            let state = queue.state.fetch_or(WAITING, Ordering::SeqCst);
-            if (this.stopped)() {
-                return Poll::Ready(None);
+        if look {
+            if let Some(taken) = queue.take() {
+                return Poll::Ready(Some(taken));
             }
-            if state < SLOT {
-                return Poll::Pending;
-            }
-            queue.state.fetch_and(!WAITING, Ordering::SeqCst);
-            if let Some(item) = queue.pop() {
-                return Poll::Ready(Some(item));
-            }
-            // Only holes were left, and are gone now: wait again.
+            // Marked waiting under the lock: the next push wakes the writer.
         }
+        Poll::Pending
     }
 }
 
@@ -698,7 +686,7 @@ impl std::fmt::Debug for Outbound {
             .field("reply_backlog", &self.reply_backlog)
             .field("closed", &self.is_closed())
             .field("slots", &queue.slots.len())
-            .field("state", &self.state.load(Ordering::SeqCst))
+            .field("writer_waits", &self.writer_waits.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -1012,20 +1000,29 @@ mod tests {
         let wakeup = queue.wakeup();
         let writer = async {
             let mut taken = Vec::new();
+            let mut record = |item| {
+                if let Item::Push(text, _) = item {
+                    taken.push(text.parse().unwrap());
+                }
+            };
             let mut drained = false;
             loop {
                 let next = queue.next_unless(|| stopped.load(Ordering::SeqCst), drained);
-                match next.await {
-                    Some(Item::Push(text, _)) => taken.push(text.parse().unwrap()),
-                    Some(_) => {}
-                    None => return taken,
-                }
+                let Some((item, mut last)) = next.await else {
+                    return taken;
+                };
+                record(item);
                 // Like the writer's batch: take what else is there before waiting again.
-                while let Some(item) = queue.pop() {
-                    if let Item::Push(text, _) = item {
-                        taken.push(text.parse().unwrap());
-                    }
+                while !last {
+                    let Some((item, was_last)) = queue.take() else {
+                        break;
+                    };
+                    record(item);
+                    last = was_last;
                 }
+                // Like the writer's flush, which may wait for the socket: a push meanwhile
+                // finds the writer waiting, and its wake-up goes to the flush.
+                tokio::task::yield_now().await;
                 drained = true;
             }
         };
@@ -1072,7 +1069,7 @@ mod tests {
             }
             // Every item must reach the writer before it is told to stop.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while queue.state.load(Ordering::SeqCst) >= SLOT {
+            while !queue.lock().slots.is_empty() {
                 assert!(
                     Instant::now() < deadline,
                     "the writer was not woken: {queue:?}"
@@ -1090,17 +1087,58 @@ mod tests {
         }
     }
 
+    /// Counts its wake-ups.
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     #[test]
-    fn the_state_counts_holes_until_they_are_popped() {
-        let queue = Outbound::new(1, 1);
-        assert_eq!(queue.state.load(Ordering::SeqCst), 0);
-        offer(&queue, volatile(1));
-        // A volatile push over a full queue takes the place of the older one: a hole, then
-        // the newer push; both are slots until popped.
-        offer(&queue, volatile(2));
-        assert_eq!(queue.state.load(Ordering::SeqCst), 2 * SLOT);
-        assert_eq!(drain(&queue), ["2"]);
-        assert_eq!(queue.state.load(Ordering::SeqCst), 0);
+    fn the_writer_waits_from_its_last_item_and_only_the_next_push_wakes_it() {
+        let queue = Outbound::new(8, 8);
+        let wakes = Arc::new(Counter(Default::default()));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        // The writer's task, woken through the queue's wake-up state.
+        let mut task = Box::pin(crate::server::join::join_with(
+            queue.wakeup(),
+            std::future::pending::<()>(),
+            std::future::pending::<()>(),
+        ));
+        assert!(task.as_mut().poll(&mut cx).is_pending());
+        offer(&queue, text(1));
+        offer(&queue, text(2));
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            0,
+            "the writer did not wait yet"
+        );
+        let (first, last) = queue.take().unwrap();
+        assert!(matches!(first, Item::Push(text, _) if text == "1"));
+        assert!(!last);
+        assert!(!queue.writer_waits.load(Ordering::SeqCst));
+        let (second, last) = queue.take().unwrap();
+        assert!(matches!(second, Item::Push(text, _) if text == "2"));
+        assert!(last, "the second item was the last one");
+        assert!(queue.writer_waits.load(Ordering::SeqCst));
+        // The next push wakes the writer; the one after it finds the writer busy.
+        offer(&queue, text(3));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(!queue.writer_waits.load(Ordering::SeqCst));
+        offer(&queue, text(4));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(drain(&queue), ["3", "4"]);
+        // Finding nothing marks the writer waiting too; `pop` (for a queue the writer is
+        // done with) does not.
+        assert!(queue.take().is_none());
+        assert!(queue.writer_waits.load(Ordering::SeqCst));
+        offer(&queue, text(5));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        assert_eq!(popped(&queue).as_deref(), Some("5"));
+        assert!(!queue.writer_waits.load(Ordering::SeqCst));
     }
 
     #[test]
@@ -1114,20 +1152,24 @@ mod tests {
             let last = slots.head + 1;
             assert!(slots.take(last).is_some());
         }
-        assert_eq!(popped(&queue).as_deref(), Some("1"));
+        // The hole is still queued: "1" is not the last item, and the writer does not wait.
+        let (first, last) = queue.take().unwrap();
+        assert!(matches!(first, Item::Push(text, _) if text == "1"));
+        assert!(!last);
         let waker = futures_util::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
-        // As after a drained batch: no look first, so that the wait itself finds the hole.
+        // As after a drained batch; but the writer was not marked waiting, so it looks, finds
+        // only the hole, and waits.
         let next = queue.next_unless(|| false, true);
         tokio::pin!(next);
         assert!(next.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(queue.state.load(Ordering::SeqCst), WAITING);
+        assert!(queue.writer_waits.load(Ordering::SeqCst));
         // The next push finds it waiting.
         offer(&queue, text(3));
-        assert_eq!(queue.state.load(Ordering::SeqCst), SLOT);
+        assert!(!queue.writer_waits.load(Ordering::SeqCst));
         assert!(matches!(
             next.as_mut().poll(&mut cx),
-            Poll::Ready(Some(Item::Push(text, _))) if text == "3"
+            Poll::Ready(Some((Item::Push(text, _), true))) if text == "3"
         ));
     }
 }

@@ -347,31 +347,31 @@ async fn write_loop<S: Transport>(
     // Taken off the queue but not yet handed to the socket: kept here, so that an abort
     // while the socket is full does not lose it.
     let mut pending: Option<Item> = None;
-    // The last batch left the queue empty.
+    // The last item taken (`pending`, or the one written last) left the queue empty: the
+    // writer counts as waiting, and the next push wakes it.
     let mut drained = false;
     loop {
         if pending.is_none() {
             // One wake-up for the queue and the stop, through the join: a push registers
             // nothing, and only the first push to a waiting writer wakes it.
             match queue.next_unless(|| connection.is_stopped(), drained).await {
-                Some(item) => pending = Some(item),
+                Some((item, last)) => (pending, drained) = (Some(item), last),
                 None => break,
             }
         }
         // Usually the socket takes the batch at once: no timer for that. `write_batch` is
         // cancel-safe, so an unfinished attempt is simply resumed under the write timeout.
-        let written = match write_batch(sink, queue, &mut pending).now_or_never() {
+        let written = match write_batch(sink, queue, &mut pending, &mut drained).now_or_never() {
             Some(written) => Ok(written),
             None => tokio::select! {
                 biased;
                 _ = &mut aborted => break,
                 written = tokio::time::timeout(
                     shared.config.write_timeout,
-                    write_batch(sink, queue, &mut pending),
+                    write_batch(sink, queue, &mut pending, &mut drained),
                 ) => written,
             },
         };
-        drained = pending.is_none();
         match written {
             Ok(Ok(Batch::Open)) => {}
             Ok(Ok(Batch::Closed) | Err(_)) => break,
@@ -520,12 +520,14 @@ enum Batch {
     Closed,
 }
 
-/// Writes `pending` and whatever else is queued already (up to a batch), then flushes once.
+/// Writes `pending` and whatever else is queued already (up to a batch), then flushes once;
+/// `drained` says that the last item taken left the queue empty (no need to look again).
 /// Cancel-safe: an item leaves `pending` only when the socket has taken it.
 async fn write_batch<S: Transport>(
     sink: &mut SplitSink<WebSocketStream<S>, Frame>,
     queue: &Outbound,
     pending: &mut Option<Item>,
+    drained: &mut bool,
 ) -> Result<Batch, tungstenite::Error> {
     for _ in 0..WRITE_BATCH {
         futures_util::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).await?;
@@ -539,9 +541,15 @@ async fn write_batch<S: Transport>(
                 return Ok(Batch::Closed);
             }
         }
-        match queue.pop() {
-            Some(next) => *pending = Some(next),
-            None => break,
+        if *drained {
+            break;
+        }
+        match queue.take() {
+            Some((next, last)) => (*pending, *drained) = (Some(next), last),
+            None => {
+                *drained = true;
+                break;
+            }
         }
     }
     sink.flush().await?;
