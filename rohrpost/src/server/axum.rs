@@ -144,7 +144,13 @@ impl Endpoint {
             let socket =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
                     .await;
-            socket::run(socket, peer, shared, accepted).await;
+            socket::run(
+                futures_util::StreamExt::split(socket),
+                peer,
+                shared,
+                accepted,
+            )
+            .await;
         });
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -49,27 +49,39 @@ pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared
     let open = shared.metrics.open_connection();
     let _open = OpenConnection(shared.metrics.clone());
     let over_capacity = open > shared.config.max_connections as u64;
-    let (socket, accepted) =
-        match super::upgrade::handshake(stream, peer, &shared, over_capacity).await {
-            Ok(accepted) => accepted,
-            Err(reason) => {
-                tracing::debug!(%peer, %reason, "handshake refused");
-                return;
-            }
-        };
-    run(socket, peer, shared, accepted).await;
+    // Boxed: the handshake's state (about 1 KiB) is freed once it is done, rather than
+    // reserving room in the connection's task for its whole life.
+    let (socket, accepted) = match Box::pin(super::upgrade::handshake(
+        stream,
+        peer,
+        &shared,
+        over_capacity,
+    ))
+    .await
+    {
+        Ok(accepted) => accepted,
+        Err(reason) => {
+            tracing::debug!(%peer, %reason, "handshake refused");
+            return;
+        }
+    };
+    run(socket.split(), peer, shared, accepted).await;
 }
 
-/// Serves one connection whose handshake was accepted, until it ends.
+/// Serves one connection whose handshake was accepted, until it ends. The socket comes in
+/// halves: an argument stays in the task's state all its life, and a whole socket left there
+/// after the split would only take room.
 pub(crate) async fn run<S: Transport>(
-    socket: WebSocketStream<S>,
+    (mut sink, mut stream): (
+        SplitSink<WebSocketStream<S>, Frame>,
+        SplitStream<WebSocketStream<S>>,
+    ),
     peer: SocketAddr,
     shared: Arc<Shared>,
     accepted: Accept,
 ) {
     shared.metrics.add(Counter::ConnectionsTotal);
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let (mut sink, mut stream) = socket.split();
     let budget = Budget {
         outbound_queue: shared.config.outbound_queue,
         reply_backlog: shared.config.reply_backlog,
@@ -116,13 +128,18 @@ pub(crate) async fn run<S: Transport>(
         hook.run(&connection, shared.config.handler_timeout).await;
     }
     connection.server_groups().disconnected(&connection);
-    match sink.reunite(stream) {
-        // Boxed: the closing steps hold the whole socket and their timers, which every idle
-        // connection's task would otherwise reserve room for all its life.
-        Ok(socket) => Box::pin(close(socket, &connection, &shared, unsent, &end)).await,
+    // Boxed: the closing steps hold the whole socket and their timers, which every idle
+    // connection's task would otherwise reserve room for all its life. Made before the
+    // await, so that the task keeps no slot for the socket either.
+    let closing = match sink.reunite(stream) {
+        Ok(socket) => Some(Box::pin(close(socket, &connection, &shared, unsent, &end))),
         Err(error) => {
-            tracing::error!(connection = id, %error, "cannot reunite the socket's halves")
+            tracing::error!(connection = id, %error, "cannot reunite the socket's halves");
+            None
         }
+    };
+    if let Some(closing) = closing {
+        closing.await;
     }
     tracing::debug!(connection = id, %peer, ?end, "connection closed");
 }
