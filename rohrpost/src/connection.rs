@@ -89,6 +89,16 @@ pub(crate) struct Budget {
     pub(crate) metrics: Metrics,
 }
 
+/// The join of a connection's reader and writer reaches its wake-up state through the
+/// connection: the state sits in the connection's own allocation, beside the queue's flags
+/// that every push reads. The wakers of both sides then hold the connection; those it keeps
+/// are let go when its task ends ([`Connection::release_wakers`]).
+impl crate::server::join::Holder for Connection {
+    fn wakeup(&self) -> &crate::server::join::Wakeup {
+        self.inner.outbound.wakeup()
+    }
+}
+
 /// Why a message could not be queued for a client.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SendError {
@@ -477,6 +487,16 @@ impl Connection {
     /// The queue the writer drains.
     pub(crate) fn outbound(&self) -> &Outbound {
         &self.inner.outbound
+    }
+
+    /// Lets go of every waker the connection holds for its own reader and writer, and of
+    /// senders waiting for room (the queue is closed): when the connection's task ends. The
+    /// task's wakers hold the connection ([`Holder`](crate::server::join::Holder)), so
+    /// any of them kept here would keep the connection alive for good.
+    pub(crate) fn release_wakers(&self) {
+        self.inner.outbound.close();
+        drop(self.inner.reader_waker.take());
+        drop(self.inner.writer_waker.take());
     }
 
     pub(crate) fn take_abort_frame(&self) -> Option<CloseFrame> {

@@ -30,6 +30,8 @@ use futures_util::task::AtomicWaker;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+#[cfg(doc)]
+use crate::server::join::Holder;
 use crate::server::join::Wakeup;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -164,11 +166,12 @@ pub(crate) struct Outbound {
     /// Whether `reply_backlog` replies wait: written under the lock, read without it (the
     /// reader asks before every request).
     backlog_full: AtomicBool,
+    /// How the writer's task is woken: the writer runs as side [`WRITER_SIDE`] of a join
+    /// that shares this state (see [`wakeup`](Self::wakeup)). Here rather than in an
+    /// allocation of its own: a push reads it right after the queue's flags.
+    wakeup: Wakeup,
     capacity: usize,
     reply_backlog: usize,
-    /// How the writer's task is woken: the writer runs as side [`WRITER_SIDE`] of a join
-    /// that shares this state (see [`wakeup`](Self::wakeup)).
-    wakeup: Arc<Wakeup>,
     items: Mutex<Queue>,
     reader: AtomicWaker,
     room: Notify,
@@ -407,10 +410,10 @@ impl Outbound {
     }
 
     /// The wake-up state to join the writer through, as side [`WRITER_SIDE`]
-    /// ([`join_with`](crate::server::join::join_with)): a push wakes the writer through it
-    /// and registers nothing.
-    pub(crate) fn wakeup(&self) -> Arc<Wakeup> {
-        self.wakeup.clone()
+    /// ([`join_with`](crate::server::join::join_with), with a [`Holder`] of this queue): a
+    /// push wakes the writer through it and registers nothing.
+    pub(crate) fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
     }
 
     /// Refuses further items (the writer is done); waiting senders get their item back, and
@@ -688,6 +691,14 @@ impl std::fmt::Debug for Outbound {
             .field("slots", &queue.slots.len())
             .field("writer_waits", &self.writer_waits.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+/// For the tests: a join woken through a queue of their own.
+#[cfg(test)]
+impl crate::server::join::Holder for Arc<Outbound> {
+    fn wakeup(&self) -> &Wakeup {
+        &self.wakeup
     }
 }
 
@@ -997,7 +1008,7 @@ mod tests {
     /// A writer the way the server runs one: inside a join, woken only through it, taking
     /// every item until the queue is stopped.
     async fn write_all(queue: Arc<Outbound>, stopped: Arc<AtomicBool>) -> Vec<u64> {
-        let wakeup = queue.wakeup();
+        let holder = queue.clone();
         let writer = async {
             let mut taken = Vec::new();
             let mut record = |item| {
@@ -1026,7 +1037,7 @@ mod tests {
                 drained = true;
             }
         };
-        crate::server::join::join_with(wakeup, async {}, writer)
+        crate::server::join::join_with(holder, async {}, writer)
             .await
             .1
     }
@@ -1098,13 +1109,13 @@ mod tests {
 
     #[test]
     fn the_writer_waits_from_its_last_item_and_only_the_next_push_wakes_it() {
-        let queue = Outbound::new(8, 8);
+        let queue = Arc::new(Outbound::new(8, 8));
         let wakes = Arc::new(Counter(Default::default()));
         let waker = std::task::Waker::from(wakes.clone());
         let mut cx = std::task::Context::from_waker(&waker);
         // The writer's task, woken through the queue's wake-up state.
         let mut task = Box::pin(crate::server::join::join_with(
-            queue.wakeup(),
+            queue.clone(),
             std::future::pending::<()>(),
             std::future::pending::<()>(),
         ));

@@ -352,3 +352,66 @@ async fn a_slow_client_that_reads_late_still_gets_1008_and_its_reason() {
     reader.expect_slow_client_close().await;
     eprintln!("read to the close frame in {:?}", reading.elapsed());
 }
+
+/// Reports on `0` when dropped: the connection that held it in its state was freed.
+struct Freed(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for Freed {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+async fn wait_freed(frees: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(5), frees.recv())
+        .await
+        .expect("the connection was freed")
+        .expect("a report");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_freed_when_it_ends_even_while_its_reader_waits_for_the_backlog() {
+    let (freed, mut frees) = tokio::sync::mpsc::unbounded_channel();
+    let builder = Server::builder().reply_backlog(4).authenticate(
+        move |_: rohrpost::handshake::Handshake| {
+            let freed = freed.clone();
+            async move { Ok(rohrpost::handshake::Accept::new().with(Freed(freed))) }
+        },
+    );
+    let server = TestServer::with(builder).await;
+    // A connection that ends plainly.
+    let mut plain = server.client().await;
+    plain.call(json!({"id": 1, "type": "ping"})).await;
+    plain.close().await;
+    wait_freed(&mut frees).await;
+    // A client that sends requests and reads nothing: the server's writer stalls on the full
+    // socket, the replies fill the backlog, and the reader waits for room (its waker kept by
+    // the connection) when the client goes away.
+    let (socket, _) = tokio_tungstenite::connect_async(server.url.as_str())
+        .await
+        .expect("connects");
+    let (mut sink, stream) = socket.split();
+    let payload = "p".repeat(16 * 1024);
+    let writing = tokio::spawn(async move {
+        for n in 0..2000 {
+            let request = json!({"id": n, "type": "backpressure.echo", "data": payload});
+            if sink
+                .send(Frame::Text(request.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !writing.is_finished(),
+        "the server stopped reading the requests"
+    );
+    writing.abort();
+    let _ = writing.await;
+    drop(stream);
+    wait_freed(&mut frees).await;
+    server.shutdown().await;
+}

@@ -13,8 +13,9 @@ use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
 /// Which side of a [`Join`] was woken, and the task to wake. Shared with whatever wakes a
-/// side directly, without a waker of its own: the outbound queue wakes the writer side
-/// through it ([`Outbound::wakeup`]).
+/// side directly, without a waker of its own: the outbound queue holds it and wakes the
+/// writer side through it ([`Outbound::wakeup`]), and the join reaches it through the
+/// connection ([`Holder`]), so that it sits in a cache line every push touches anyway.
 ///
 /// A task is given the same waker at every poll, so the first poll's waker is kept and
 /// woken by reference: no registration per poll, no waker cloned and dropped per wake-up.
@@ -35,13 +36,13 @@ pub(crate) struct Wakeup {
 
 impl Wakeup {
     /// Both sides marked woken: the first poll polls both.
-    pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Self {
+    pub(crate) fn new() -> Self {
+        Self {
             woken: [AtomicBool::new(true), AtomicBool::new(true)],
             task: OnceLock::new(),
             moved: AtomicBool::new(false),
             registered: AtomicWaker::new(),
-        })
+        }
     }
 
     /// Marks `side` (0 for the first future, 1 for the second) as woken and wakes the task.
@@ -73,19 +74,33 @@ impl Wakeup {
     }
 }
 
+/// An owning handle to a [`Wakeup`], which the join and its sides' wakers keep alive: the
+/// state itself in an `Arc`, or a connection, whose outbound queue holds it. A holder must
+/// not own, directly or through what it holds, a side's waker beyond the join's life (a
+/// reference cycle): the connection lets go of those it registered when its task ends.
+pub(crate) trait Holder: Send + Sync + 'static {
+    fn wakeup(&self) -> &Wakeup;
+}
+
+impl Holder for Arc<Wakeup> {
+    fn wakeup(&self) -> &Wakeup {
+        self
+    }
+}
+
 /// One side's waker: marks its side as woken, then wakes the task.
-struct Side {
-    shared: Arc<Wakeup>,
+struct Side<H> {
+    shared: H,
     index: usize,
 }
 
-impl Wake for Side {
+impl<H: Holder> Wake for Side<H> {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.wake(self.index);
+        self.shared.wakeup().wake(self.index);
     }
 }
 
@@ -97,8 +112,8 @@ pin_project! {
     /// every push to an idle writer), then the first (the reader, larger and polled less
     /// often), so that a poll of the writer touches few cache lines.
     #[repr(C)]
-    pub(crate) struct Join<A: Future, B: Future> {
-        shared: Arc<Wakeup>,
+    pub(crate) struct Join<A: Future, B: Future, H> {
+        shared: H,
         wakers: [Waker; 2],
         a_output: Option<A::Output>,
         b_output: Option<B::Output>,
@@ -111,12 +126,16 @@ pin_project! {
 
 /// Joins `a` and `b`; see [`Join`].
 #[cfg(test)]
-pub(crate) fn join<A: Future, B: Future>(a: A, b: B) -> Join<A, B> {
-    join_with(Wakeup::new(), a, b)
+pub(crate) fn join<A: Future, B: Future>(a: A, b: B) -> Join<A, B, Arc<Wakeup>> {
+    join_with(Arc::new(Wakeup::new()), a, b)
 }
 
 /// Joins `a` and `b`, woken through `shared` as well as through their own wakers.
-pub(crate) fn join_with<A: Future, B: Future>(shared: Arc<Wakeup>, a: A, b: B) -> Join<A, B> {
+pub(crate) fn join_with<A: Future, B: Future, H: Holder + Clone>(
+    shared: H,
+    a: A,
+    b: B,
+) -> Join<A, B, H> {
     let side = |index| {
         Waker::from(Arc::new(Side {
             shared: shared.clone(),
@@ -134,18 +153,19 @@ pub(crate) fn join_with<A: Future, B: Future>(shared: Arc<Wakeup>, a: A, b: B) -
     }
 }
 
-impl<A: Future, B: Future> Future for Join<A, B> {
+impl<A: Future, B: Future, H: Holder> Future for Join<A, B, H> {
     type Output = (A::Output, B::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        this.shared.register(cx.waker());
-        if this.a_output.is_none() && this.shared.woken[0].swap(false, Ordering::SeqCst) {
+        let shared = this.shared.wakeup();
+        shared.register(cx.waker());
+        if this.a_output.is_none() && shared.woken[0].swap(false, Ordering::SeqCst) {
             if let Poll::Ready(output) = this.a.poll(&mut Context::from_waker(&this.wakers[0])) {
                 *this.a_output = Some(output);
             }
         }
-        if this.b_output.is_none() && this.shared.woken[1].swap(false, Ordering::SeqCst) {
+        if this.b_output.is_none() && shared.woken[1].swap(false, Ordering::SeqCst) {
             if let Poll::Ready(output) = this.b.poll(&mut Context::from_waker(&this.wakers[1])) {
                 *this.b_output = Some(output);
             }
@@ -244,7 +264,7 @@ mod tests {
 
     #[test]
     fn every_wake_up_reaches_the_task_and_a_moved_join_its_new_task() {
-        let wakeup = Wakeup::new();
+        let wakeup = Arc::new(Wakeup::new());
         let mut joined = Box::pin(join_with(
             wakeup.clone(),
             std::future::pending::<()>(),

@@ -118,10 +118,10 @@ pub(crate) async fn run<S: Transport>(
         end
     };
     let writing = write_loop(&mut sink, connection.clone(), shared.clone());
-    // A push wakes the writer side directly, through the queue's own wake-up state: no
-    // waker to register for every push. The writer is the second side (`WRITER_SIDE`).
-    let wakeup = connection.outbound().wakeup();
-    let (end, unsent) = super::join::join_with(wakeup, reading, writing).await;
+    // A push wakes the writer side directly, through the queue's own wake-up state, which
+    // the join reaches through the connection: no waker to register for every push. The
+    // writer is the second side (`WRITER_SIDE`).
+    let (end, unsent) = super::join::join_with(connection.clone(), reading, writing).await;
     // Nothing can reach the connection any more: leave its groups now, not after lingering.
     connection.stop();
     if let Some(hook) = &shared.on_disconnect {
@@ -580,6 +580,8 @@ impl Drop for LeaveOnDrop {
         // Marks the connection closed first, so that a join racing with the close undoes
         // itself (see `Groups::join`).
         self.0.stop();
+        // The task's wakers hold the connection: none may stay behind in it.
+        self.0.release_wakers();
         self.0.server_groups().disconnected(&self.0);
         self.0.server_groups().unregister(&self.0);
         self.1.connections.unregister(&self.0);
