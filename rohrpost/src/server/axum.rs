@@ -134,24 +134,21 @@ impl Endpoint {
         let upgrade = hyper::upgrade::on(&mut request);
         let shared = self.shared.clone();
         let handshake_timeout = shared.config.handshake_timeout;
-        self.shared.clone().spawn(async move {
-            let _open = open_guard;
+        let start = Box::pin(async move {
             let upgraded = match tokio::time::timeout(handshake_timeout, upgrade).await {
                 Ok(Ok(upgraded)) => upgraded,
-                _ => return,
+                _ => return None,
             };
             let config = Some(shared.websocket);
             let socket =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, config)
                     .await;
-            socket::run(
-                futures_util::StreamExt::split(socket),
-                peer,
-                shared,
-                accepted,
-            )
-            .await;
+            let halves = futures_util::StreamExt::split(socket);
+            Some(socket::start(halves, peer, shared, accepted).await)
         });
+        self.shared
+            .clone()
+            .spawn(socket::connection_task::<TokioIo<hyper::upgrade::Upgraded>>(open_guard, start));
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let headers = response.headers_mut();

@@ -110,17 +110,20 @@ pin_project! {
     /// `async fn`, so that the two futures are stored once, in place. In declaration order
     /// (`repr(C)`): what every poll reads, then the second future (the writer, polled for
     /// every push to an idle writer), then the first (the reader, larger and polled less
-    /// often), so that a poll of the writer touches few cache lines.
+    /// often), then the outputs (written once), so that a poll of the writer touches few
+    /// cache lines.
     #[repr(C)]
     pub(crate) struct Join<A: Future, B: Future, H> {
         shared: H,
         wakers: [Waker; 2],
-        a_output: Option<A::Output>,
-        b_output: Option<B::Output>,
+        // Whether each side is done (its output waits below).
+        done: [bool; 2],
         #[pin]
         b: B,
         #[pin]
         a: A,
+        a_output: Option<A::Output>,
+        b_output: Option<B::Output>,
     }
 }
 
@@ -146,6 +149,7 @@ pub(crate) fn join_with<A: Future, B: Future, H: Holder + Clone>(
     Join {
         a,
         b,
+        done: [false; 2],
         a_output: None,
         b_output: None,
         shared,
@@ -160,23 +164,24 @@ impl<A: Future, B: Future, H: Holder> Future for Join<A, B, H> {
         let this = self.project();
         let shared = this.shared.wakeup();
         shared.register(cx.waker());
-        if this.a_output.is_none() && shared.woken[0].swap(false, Ordering::SeqCst) {
+        if !this.done[0] && shared.woken[0].swap(false, Ordering::SeqCst) {
             if let Poll::Ready(output) = this.a.poll(&mut Context::from_waker(&this.wakers[0])) {
                 *this.a_output = Some(output);
+                this.done[0] = true;
             }
         }
-        if this.b_output.is_none() && shared.woken[1].swap(false, Ordering::SeqCst) {
+        if !this.done[1] && shared.woken[1].swap(false, Ordering::SeqCst) {
             if let Poll::Ready(output) = this.b.poll(&mut Context::from_waker(&this.wakers[1])) {
                 *this.b_output = Some(output);
+                this.done[1] = true;
             }
         }
-        match (this.a_output.take(), this.b_output.take()) {
-            (Some(a), Some(b)) => Poll::Ready((a, b)),
-            (a, b) => {
-                (*this.a_output, *this.b_output) = (a, b);
-                Poll::Pending
+        if this.done == &[true; 2] {
+            if let (Some(a), Some(b)) = (this.a_output.take(), this.b_output.take()) {
+                return Poll::Ready((a, b));
             }
         }
+        Poll::Pending
     }
 }
 

@@ -8,6 +8,7 @@ mod hooks;
 pub(crate) mod join;
 mod origin;
 mod socket;
+mod task;
 mod upgrade;
 
 #[cfg(feature = "axum")]

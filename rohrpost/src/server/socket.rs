@@ -1,6 +1,8 @@
-//! One connection's task after its handshake (see `upgrade`): the read loop (frames to the
-//! dispatcher), the write loop (queued messages, written in batches) and closing.
+//! One connection's task (its stages in `task`): the handshake (see `upgrade`), the setup,
+//! the read loop (frames to the dispatcher), the write loop (queued messages, written in
+//! batches) and closing.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,6 +21,8 @@ use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use super::join::Join;
+use super::task::{ConnectionTask, Start, Started};
 use super::{RateLimit, Shared};
 use crate::connection::Budget;
 use crate::handshake::Accept;
@@ -43,43 +48,55 @@ pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for T {}
 
-pub(super) async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
+/// The socket's halves: the reader's stream and the writer's sink.
+pub(crate) type Halves<S> = (
+    SplitSink<WebSocketStream<S>, Frame>,
+    SplitStream<WebSocketStream<S>>,
+);
+
+/// A connection's task from the accept on: the handshake, then [`connection_task`].
+pub(super) fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> impl Future<Output = ()> + Send + 'static {
     // Counted from the accept, so that handshakes in progress count against the limit.
     let open = shared.metrics.open_connection();
-    let _open = OpenConnection(shared.metrics.clone());
+    let counted = OpenConnection(shared.metrics.clone());
     let over_capacity = open > shared.config.max_connections as u64;
-    // Boxed: the handshake's state (about 1 KiB) is freed once it is done, rather than
-    // reserving room in the connection's task for its whole life.
-    let (socket, accepted) = match Box::pin(super::upgrade::handshake(
-        stream,
-        peer,
-        &shared,
-        over_capacity,
-    ))
-    .await
-    {
-        Ok(accepted) => accepted,
-        Err(reason) => {
-            tracing::debug!(%peer, %reason, "handshake refused");
-            return;
-        }
-    };
-    run(socket.split(), peer, shared, accepted).await;
+    connection_task::<TcpStream>(
+        counted,
+        Box::pin(async move {
+            let _ = stream.set_nodelay(true);
+            match super::upgrade::handshake(stream, peer, &shared, over_capacity).await {
+                Ok((socket, accepted)) => Some(start(socket.split(), peer, shared, accepted).await),
+                Err(reason) => {
+                    tracing::debug!(%peer, %reason, "handshake refused");
+                    None
+                }
+            }
+        }),
+    )
 }
 
-/// Serves one connection whose handshake was accepted, until it ends. The socket comes in
-/// halves: an argument stays in the task's state all its life, and a whole socket left there
-/// after the split would only take room.
-pub(crate) async fn run<S: Transport>(
-    (mut sink, mut stream): (
-        SplitSink<WebSocketStream<S>, Frame>,
-        SplitStream<WebSocketStream<S>>,
-    ),
+/// The task of a connection that `start` sets up (or refuses: `None`): it serves it until
+/// it ends, then closes it (see [`ConnectionTask`]).
+pub(crate) fn connection_task<S: Transport>(
+    open: OpenConnection,
+    start: Start<Halves<S>>,
+) -> impl Future<Output = ()> + Send + 'static {
+    ConnectionTask::new(open, start, serving::<S>, closing::<S>)
+}
+
+/// Sets up a connection whose handshake was accepted: registered, counted, its connect hook
+/// run. Returns what serving it takes, and the guard that takes it out of its groups and the
+/// server's list when its task ends, however it ends.
+pub(crate) async fn start<S: Transport>(
+    halves: Halves<S>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     accepted: Accept,
-) {
+) -> (Started<Halves<S>>, LeaveOnDrop) {
     shared.metrics.add(Counter::ConnectionsTotal);
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let budget = Budget {
@@ -96,52 +113,114 @@ pub(crate) async fn run<S: Transport>(
         budget,
         accepted.state,
     );
-    // Leaves every group and the server's list when this task ends, however it ends.
-    let _membership = LeaveOnDrop(connection.clone(), shared.clone());
+    let membership = LeaveOnDrop(connection.clone(), shared.clone());
     shared.connections.register(&connection);
     shared.groups.register(&connection);
     tracing::debug!(connection = id, %peer, "connection opened");
     if let Some(hook) = &shared.on_connect {
         hook.run(&connection, shared.config.handler_timeout).await;
     }
-    // Reader and writer share this task: a reply queued by the reader is written in the
-    // same poll (the reader is polled first), and dropping the task drops the socket.
-    let reading = async {
-        let end = read_loop(&mut stream, &connection, &shared).await;
-        match end {
-            End::Shutdown => {
-                let _ = connection.close_with(1001, SHUTTING_DOWN_CLOSE);
-            }
-            End::Peer => connection.stop(),
-            End::Closed => {}
-        }
-        end
+    let started = Started {
+        halves,
+        connection,
+        shared,
     };
-    let writing = write_loop(&mut sink, connection.clone(), shared.clone());
-    // A push wakes the writer side directly, through the queue's own wake-up state, which
-    // the join reaches through the connection: no waker to register for every push. The
-    // writer is the second side (`WRITER_SIDE`).
-    let (end, unsent) = super::join::join_with(connection.clone(), reading, writing).await;
+    (started, membership)
+}
+
+/// The reader's end: how the read loop ended, and its half of the socket.
+struct ReaderDone<S> {
+    end: End,
+    stream: SplitStream<WebSocketStream<S>>,
+}
+
+/// The writer's end: the item it had taken off the queue but not handed to the socket, its
+/// half of the socket, and what the closing steps need.
+struct WriterDone<S> {
+    unsent: Option<Item>,
+    sink: SplitSink<WebSocketStream<S>, Frame>,
+    connection: Connection,
+    shared: Arc<Shared>,
+}
+
+/// Serving a connection: reader and writer joined in its task. A reply queued by the reader
+/// is written in the same poll (the reader is polled first), and dropping the task drops the
+/// socket. A push wakes the writer side directly, through the queue's own wake-up state,
+/// which the join reaches through the connection: no waker to register for every push. The
+/// writer is the second side (`WRITER_SIDE`).
+fn serving<S: Transport>(
+    started: Started<Halves<S>>,
+) -> Join<
+    impl Future<Output = ReaderDone<S>> + Send,
+    impl Future<Output = WriterDone<S>> + Send,
+    Connection,
+> {
+    let Started {
+        halves: (sink, stream),
+        connection,
+        shared,
+    } = started;
+    super::join::join_with(
+        connection.clone(),
+        read_side(stream, connection.clone(), shared.clone()),
+        write_loop(sink, connection, shared),
+    )
+}
+
+/// The closing steps once reader and writer are done, boxed: they hold the whole socket and
+/// their timers, which every idle connection's task would otherwise reserve room for all its
+/// life.
+fn closing<S: Transport>(
+    (reader, writer): (ReaderDone<S>, WriterDone<S>),
+) -> BoxFuture<'static, ()> {
+    Box::pin(close_connection(reader, writer))
+}
+
+async fn close_connection<S: Transport>(reader: ReaderDone<S>, writer: WriterDone<S>) {
+    let WriterDone {
+        unsent,
+        sink,
+        connection,
+        shared,
+    } = writer;
+    let ReaderDone { end, stream } = reader;
     // Nothing can reach the connection any more: leave its groups now, not after lingering.
     connection.stop();
     if let Some(hook) = &shared.on_disconnect {
         hook.run(&connection, shared.config.handler_timeout).await;
     }
     connection.server_groups().disconnected(&connection);
-    // Boxed: the closing steps hold the whole socket and their timers, which every idle
-    // connection's task would otherwise reserve room for all its life. Made before the
-    // await, so that the task keeps no slot for the socket either.
-    let closing = match sink.reunite(stream) {
-        Ok(socket) => Some(Box::pin(close(socket, &connection, &shared, unsent, &end))),
-        Err(error) => {
-            tracing::error!(connection = id, %error, "cannot reunite the socket's halves");
-            None
-        }
-    };
-    if let Some(closing) = closing {
-        closing.await;
+    match sink.reunite(stream) {
+        Ok(socket) => close(socket, &connection, &shared, unsent, &end).await,
+        Err(error) => tracing::error!(
+            connection = connection.id(),
+            %error,
+            "cannot reunite the socket's halves"
+        ),
     }
-    tracing::debug!(connection = id, %peer, ?end, "connection closed");
+    tracing::debug!(
+        connection = connection.id(),
+        peer = %connection.peer_addr(),
+        ?end,
+        "connection closed"
+    );
+}
+
+/// Reads until the connection ends, then ends it the way the read loop says.
+async fn read_side<S: Transport>(
+    mut stream: SplitStream<WebSocketStream<S>>,
+    connection: Connection,
+    shared: Arc<Shared>,
+) -> ReaderDone<S> {
+    let end = read_loop(&mut stream, &connection, &shared).await;
+    match end {
+        End::Shutdown => {
+            let _ = connection.close_with(1001, SHUTTING_DOWN_CLOSE);
+        }
+        End::Peer => connection.stop(),
+        End::Closed => {}
+    }
+    ReaderDone { end, stream }
 }
 
 /// Closes the socket, then (unless the client left) drains it for the client's close reply.
@@ -351,58 +430,68 @@ fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
     End::Closed
 }
 
-/// Writes queued items until the connection stops; returns the item it had taken off the
-/// queue but not yet handed to the socket, if any.
+/// Writes queued items until the connection stops; hands back what closing the connection
+/// takes, with the item it had taken off the queue but not yet handed to the socket, if any.
 async fn write_loop<S: Transport>(
-    sink: &mut SplitSink<WebSocketStream<S>, Frame>,
+    mut sink: SplitSink<WebSocketStream<S>, Frame>,
     connection: Connection,
     shared: Arc<Shared>,
-) -> Option<Item> {
-    let queue = connection.outbound();
-    let aborted = connection.writer_signal();
-    tokio::pin!(aborted);
-    // Taken off the queue but not yet handed to the socket: kept here, so that an abort
-    // while the socket is full does not lose it.
-    let mut pending: Option<Item> = None;
-    // The last item taken (`pending`, or the one written last) left the queue empty: the
-    // writer counts as waiting, and the next push wakes it.
-    let mut drained = false;
-    loop {
-        if pending.is_none() {
-            // One wake-up for the queue and the stop, through the join: a push registers
-            // nothing, and only the first push to a waiting writer wakes it.
-            match queue.next_unless(|| connection.is_stopped(), drained).await {
-                Some((item, last)) => (pending, drained) = (Some(item), last),
-                None => break,
+) -> WriterDone<S> {
+    // A block rather than a function of its own: one state less for every poll to read.
+    let unsent = {
+        let queue = connection.outbound();
+        let aborted = connection.writer_signal();
+        tokio::pin!(aborted);
+        // Taken off the queue but not yet handed to the socket: kept here, so that an abort
+        // while the socket is full does not lose it.
+        let mut pending: Option<Item> = None;
+        // The last item taken (`pending`, or the one written last) left the queue empty: the
+        // writer counts as waiting, and the next push wakes it.
+        let mut drained = false;
+        loop {
+            if pending.is_none() {
+                // One wake-up for the queue and the stop, through the join: a push registers
+                // nothing, and only the first push to a waiting writer wakes it.
+                match queue.next_unless(|| connection.is_stopped(), drained).await {
+                    Some((item, last)) => (pending, drained) = (Some(item), last),
+                    None => break,
+                }
+            }
+            // Usually the socket takes the batch at once: no timer for that. `write_batch` is
+            // cancel-safe, so an unfinished attempt is simply resumed under the write timeout.
+            let written =
+                match write_batch(&mut sink, queue, &mut pending, &mut drained).now_or_never() {
+                    Some(written) => Ok(written),
+                    None => tokio::select! {
+                        biased;
+                        _ = &mut aborted => break,
+                        written = tokio::time::timeout(
+                            shared.config.write_timeout,
+                            write_batch(&mut sink, queue, &mut pending, &mut drained),
+                        ) => written,
+                    },
+                };
+            match written {
+                Ok(Ok(Batch::Open)) => {}
+                Ok(Ok(Batch::Closed) | Err(_)) => break,
+                Err(_) => {
+                    // The socket took nothing for the whole write timeout.
+                    connection.abort(CloseCode::Policy, SLOW_CLIENT_CLOSE);
+                    break;
+                }
             }
         }
-        // Usually the socket takes the batch at once: no timer for that. `write_batch` is
-        // cancel-safe, so an unfinished attempt is simply resumed under the write timeout.
-        let written = match write_batch(sink, queue, &mut pending, &mut drained).now_or_never() {
-            Some(written) => Ok(written),
-            None => tokio::select! {
-                biased;
-                _ = &mut aborted => break,
-                written = tokio::time::timeout(
-                    shared.config.write_timeout,
-                    write_batch(sink, queue, &mut pending, &mut drained),
-                ) => written,
-            },
-        };
-        match written {
-            Ok(Ok(Batch::Open)) => {}
-            Ok(Ok(Batch::Closed) | Err(_)) => break,
-            Err(_) => {
-                // The socket took nothing for the whole write timeout.
-                connection.abort(CloseCode::Policy, SLOW_CLIENT_CLOSE);
-                break;
-            }
-        }
+        queue.close();
+        // Stops the reader too, whoever ended first.
+        connection.stop();
+        pending
+    };
+    WriterDone {
+        unsent,
+        sink,
+        connection,
+        shared,
     }
-    queue.close();
-    // Stops the reader too, whoever ended first.
-    connection.stop();
-    pending
 }
 
 /// Ends the connection's side of the socket. A connection stopped on purpose (a slow
@@ -573,7 +662,8 @@ async fn write_batch<S: Transport>(
     Ok(Batch::Open)
 }
 
-struct LeaveOnDrop(Connection, Arc<Shared>);
+/// Leaves every group and the server's list when dropped: kept by the connection's task.
+pub(crate) struct LeaveOnDrop(Connection, Arc<Shared>);
 
 impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
