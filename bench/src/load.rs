@@ -225,6 +225,10 @@ pub(crate) struct FanoutResult {
     pub server_user: Duration,
     /// The generator's own CPU time over the same span.
     pub generator_cpu: Duration,
+    /// How often the server's threads went to sleep over the same span.
+    pub server_sleeps: u64,
+    /// How often the generator's threads went to sleep over the same span.
+    pub generator_sleeps: u64,
 }
 
 /// `subscribers` clients (on `subscribe_to`) subscribe to todo 1; one client (on
@@ -237,7 +241,7 @@ pub(crate) async fn fanout(
     updates: usize,
     window: usize,
     progress: &indicatif::ProgressBar,
-    server_cpu: &dyn Fn() -> (Duration, Duration),
+    server_cpu: &dyn Fn() -> (Duration, Duration, u64),
 ) -> FanoutResult {
     let mut updater = connect(update_on, "/rohrpost/", 0).await;
     call(
@@ -323,6 +327,7 @@ pub(crate) async fn fanout(
 
     let started = Instant::now();
     let (server_before, generator_before) = (server_cpu(), crate::process::own_cpu_time());
+    let generator_sleeps_before = crate::process::own_sleeps();
     for k in 0..updates {
         while k >= done_updates.load(Ordering::Acquire) + window {
             completed.notified().await;
@@ -342,13 +347,17 @@ pub(crate) async fn fanout(
         complete: histogram(),
         server_cpu: Duration::ZERO,
         server_user: Duration::ZERO,
+        server_sleeps: 0,
+        generator_sleeps: 0,
         generator_cpu: Duration::ZERO,
     };
     let (deliveries, delivery) = receiving.await.expect("the receiving thread");
     let server_after = server_cpu();
     result.server_cpu = server_after.0 - server_before.0;
     result.server_user = server_after.1 - server_before.1;
+    result.server_sleeps = server_after.2.saturating_sub(server_before.2);
     result.generator_cpu = crate::process::own_cpu_time() - generator_before;
+    result.generator_sleeps = crate::process::own_sleeps().saturating_sub(generator_sleeps_before);
     result.deliveries = deliveries;
     result.delivery = delivery;
     result.elapsed = started.elapsed();

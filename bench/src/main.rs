@@ -528,6 +528,11 @@ async fn conns(count: usize, fds: u64) -> Value {
     json!({"mode": "conns", "count": count, "rows": rows})
 }
 
+/// `count` events over `deliveries`, to three decimals.
+fn per_delivery(count: u64, deliveries: u64) -> f64 {
+    (count as f64 / deliveries.max(1) as f64 * 1000.0).round() / 1000.0
+}
+
 async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize) -> Value {
     let mut saturated = false;
     let mut rows = Vec::new();
@@ -545,7 +550,7 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
                 updates,
                 window,
                 &progress,
-                &|| (server.cpu_time(), server.user_time()),
+                &|| (server.cpu_time(), server.user_time(), server.sleeps()),
             )
             .await;
             // Both over the updates only: the subscribers' handshakes are not deliveries.
@@ -576,13 +581,15 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
                 "deliveries_per_s": (result.deliveries as f64 / result.elapsed.as_secs_f64()).round(),
                 "cpu_us_per_delivery": (cpu * 100.0).round() / 100.0,
                 "user_us_per_delivery": (user * 100.0).round() / 100.0,
+                "server_sleeps_per_delivery": per_delivery(result.server_sleeps, result.deliveries),
+                "generator_sleeps_per_delivery": per_delivery(result.generator_sleeps, result.deliveries),
                 "delivery": quantiles(&result.delivery), "all_subscribers": quantiles(&result.complete),
             }));
         }
     }
     println!("mode fanout: {subscribers} subscribers, {updates} updates, window {window}, {rounds} rounds");
     println!(
-        "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14} {:>14}",
+        "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
         "round",
         "server",
         "deliveries",
@@ -591,11 +598,13 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
         "user us/deliv",
         "all p50 us",
         "all p99 us",
-        "generator CPU"
+        "generator CPU",
+        "srv sleep/dlv",
+        "gen sleep/dlv"
     );
     for row in &rows {
         println!(
-            "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14} {:>14}",
+            "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
             row["round"].to_string(),
             row["server"].as_str().unwrap_or(""),
             row["deliveries"].to_string(),
@@ -604,7 +613,9 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
             row["user_us_per_delivery"].to_string(),
             row["all_subscribers"]["p50_us"].to_string(),
             row["all_subscribers"]["p99_us"].to_string(),
-            row["generator_cpu_share"].to_string()
+            row["generator_cpu_share"].to_string(),
+            row["server_sleeps_per_delivery"].to_string(),
+            row["generator_sleeps_per_delivery"].to_string()
         );
     }
     warn_if_generator_bound(saturated);
@@ -643,7 +654,13 @@ async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
             let result = if cross_node {
                 let a = ServerProcess::start(Kind::Todo, Some(&redis.url()), Some(&database));
                 let b = ServerProcess::start(Kind::Todo, Some(&redis.url()), Some(&database));
-                let cpu = || (a.cpu_time() + b.cpu_time(), a.user_time() + b.user_time());
+                let cpu = || {
+                    (
+                        a.cpu_time() + b.cpu_time(),
+                        a.user_time() + b.user_time(),
+                        a.sleeps() + b.sleeps(),
+                    )
+                };
                 load::fanout(b.addr, a.addr, subscribers, updates, 1, &progress, &cpu).await
             } else {
                 let node = ServerProcess::start(Kind::Todo, None, Some(&database));
@@ -654,7 +671,7 @@ async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
                     updates,
                     1,
                     &progress,
-                    &|| (node.cpu_time(), node.user_time()),
+                    &|| (node.cpu_time(), node.user_time(), node.sleeps()),
                 )
                 .await
             };

@@ -81,6 +81,34 @@ impl ServerProcess {
     pub(crate) fn user_time(&self) -> Duration {
         ticks_of(&self.child.id().to_string(), &[11])
     }
+
+    /// How often the server's threads went to sleep so far (see [`sleeps_of`]).
+    pub(crate) fn sleeps(&self) -> u64 {
+        sleeps_of(&self.child.id().to_string())
+    }
+}
+
+/// How often the load generator's threads went to sleep so far (see [`sleeps_of`]).
+pub(crate) fn own_sleeps() -> u64 {
+    sleeps_of("self")
+}
+
+/// The voluntary context switches of every live thread of `/proc/<pid>`: how often they
+/// waited for something (a socket, a lock, work). A process that waits more often for its
+/// peer makes that peer wake it more often, which the peer pays for in kernel time.
+fn sleeps_of(pid: &str) -> u64 {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    threads
+        .filter_map(|thread| std::fs::read_to_string(thread.ok()?.path().join("status")).ok())
+        .filter_map(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|count| count.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 /// The load generator's own CPU time so far (user + system).
