@@ -92,7 +92,8 @@ pub(crate) struct Budget {
 /// The join of a connection's reader and writer reaches its wake-up state through the
 /// connection: the state sits in the connection's own allocation, beside the queue's flags
 /// that every push reads. The wakers of both sides then hold the connection; those it keeps
-/// are let go when its task ends ([`Connection::release_wakers`]).
+/// are let go when its task ends: `stop` takes the stop wakers, and
+/// closing the outbound queue its backlog waker.
 impl crate::server::join::Holder for Connection {
     fn wakeup(&self) -> &crate::server::join::Wakeup {
         self.inner.outbound.wakeup()
@@ -487,16 +488,6 @@ impl Connection {
     /// The queue the writer drains.
     pub(crate) fn outbound(&self) -> &Outbound {
         &self.inner.outbound
-    }
-
-    /// Lets go of every waker the connection holds for its own reader and writer, and of
-    /// senders waiting for room (the queue is closed): when the connection's task ends. The
-    /// task's wakers hold the connection ([`Holder`](crate::server::join::Holder)), so
-    /// any of them kept here would keep the connection alive for good.
-    pub(crate) fn release_wakers(&self) {
-        self.inner.outbound.close();
-        drop(self.inner.reader_waker.take());
-        drop(self.inner.writer_waker.take());
     }
 
     pub(crate) fn take_abort_frame(&self) -> Option<CloseFrame> {

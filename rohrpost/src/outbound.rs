@@ -224,11 +224,7 @@ impl Outbound {
         if queue.replies >= self.reply_backlog {
             self.backlog_full.store(true, Ordering::Release);
         }
-        let wake = self.claim_waiting_writer(&queue);
-        drop(queue);
-        if wake {
-            self.wake_writer();
-        }
+        self.unlock_and_wake(queue);
         Ok(())
     }
 
@@ -304,11 +300,7 @@ impl Outbound {
         }
         queue.append(item);
         queue.compact_if_sparse();
-        let wake = self.claim_waiting_writer(&queue);
-        drop(queue);
-        if wake {
-            self.wake_writer();
-        }
+        self.unlock_and_wake(queue);
         Ok(queued)
     }
 
@@ -398,15 +390,18 @@ impl Outbound {
         self.wakeup.wake(WRITER_SIDE);
     }
 
-    /// For a push, under the lock (`_locked`): whether the writer waits for it, in which
-    /// case it no longer does and the push must wake it. Plain loads and stores: every
-    /// write of the flag happens under the lock.
-    fn claim_waiting_writer(&self, _locked: &Queue) -> bool {
+    /// Ends a push: if the writer waits for it, it no longer does (decided under the lock,
+    /// `queue`), and is woken once the lock is released. Plain loads and stores: every write
+    /// of the flag happens under the lock.
+    fn unlock_and_wake(&self, queue: MutexGuard<'_, Queue>) {
         let waits = self.writer_waits.load(Ordering::Relaxed);
         if waits {
             self.writer_waits.store(false, Ordering::Relaxed);
         }
-        waits
+        drop(queue);
+        if waits {
+            self.wake_writer();
+        }
     }
 
     /// The wake-up state to join the writer through, as side [`WRITER_SIDE`]

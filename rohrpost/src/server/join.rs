@@ -74,14 +74,15 @@ impl Wakeup {
     }
 }
 
-/// An owning handle to a [`Wakeup`], which the join and its sides' wakers keep alive: the
-/// state itself in an `Arc`, or a connection, whose outbound queue holds it. A holder must
+/// An owning handle to a [`Wakeup`], which the join and its sides' wakers keep alive: a
+/// connection, whose outbound queue holds it (or, in tests, the state in an `Arc`). A holder must
 /// not own, directly or through what it holds, a side's waker beyond the join's life (a
 /// reference cycle): the connection lets go of those it registered when its task ends.
 pub(crate) trait Holder: Send + Sync + 'static {
     fn wakeup(&self) -> &Wakeup;
 }
 
+#[cfg(test)]
 impl Holder for Arc<Wakeup> {
     fn wakeup(&self) -> &Wakeup {
         self

@@ -669,9 +669,11 @@ impl Drop for LeaveOnDrop {
     fn drop(&mut self) {
         // Marks the connection closed first, so that a join racing with the close undoes
         // itself (see `Groups::join`).
+        // The task's wakers hold the connection: none may stay behind in it. `stop` takes
+        // the reader's and writer's stop wakers, closing the queue the reader's backlog
+        // waker (and wakes senders waiting for room).
         self.0.stop();
-        // The task's wakers hold the connection: none may stay behind in it.
-        self.0.release_wakers();
+        self.0.outbound().close();
         self.0.server_groups().disconnected(&self.0);
         self.0.server_groups().unregister(&self.0);
         self.1.connections.unregister(&self.0);
