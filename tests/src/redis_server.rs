@@ -83,6 +83,23 @@ impl RedisServer {
         }
     }
 
+    /// `CLIENT PAUSE ms WRITE`: for `pause`, Redis holds back every command that writes
+    /// (scripts included) and answers the rest.
+    pub async fn pause_writes(&self, pause: Duration) {
+        let client = redis::Client::open(self.url()).expect("valid URL");
+        let mut connection = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis");
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(pause.as_millis() as u64)
+            .arg("WRITE")
+            .query_async::<()>(&mut connection)
+            .await
+            .expect("CLIENT PAUSE");
+    }
+
     /// `PUBSUB NUMSUB channel`: how many connections are subscribed to `channel`.
     pub async fn subscribers(&self, channel: &str) -> i64 {
         let client = redis::Client::open(self.url()).expect("valid URL");

@@ -26,7 +26,16 @@ struct Node {
 
 impl Node {
     async fn start(redis: &RedisServer, presence: Presence) -> Self {
-        let layer = redis.groups(Duration::from_millis(500)).await;
+        Self::start_with_timeout(redis, presence, Duration::from_millis(500)).await
+    }
+
+    /// A node whose Redis calls give up after `timeout`.
+    async fn start_with_timeout(
+        redis: &RedisServer,
+        presence: Presence,
+        timeout: Duration,
+    ) -> Self {
+        let layer = redis.groups(timeout).await;
         let groups = Groups::new(layer);
         let builder = Server::builder()
             .handlers(Subscriptions::token(TOKEN).with_presence().handlers())
@@ -420,4 +429,62 @@ async fn a_dead_node_with_many_groups_is_swept_at_most_256_groups_a_beat() {
     })
     .await;
     a.server.shutdown().await;
+}
+
+/// A node writes its presence changes in script calls of at most 1,000 changes each: a
+/// burst of 1,100 joins to one group, held back while Redis pauses its writes, is written
+/// in more than one call when Redis answers again, and the other node counts every member;
+/// and so are their 1,101 leaves.
+#[tokio::test]
+async fn a_burst_of_joins_above_one_script_call_is_counted_whole_on_the_other_node() {
+    const MEMBERS: u64 = 1_101;
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // A short grace, so that the leaves come soon after the disconnects (as a burst too);
+    // a long Redis timeout, so that the pause below holds the joins back without a write
+    // being given up.
+    // And a node lifetime longer than the pause, so that no node is taken for dead (which
+    // would make it write its whole part again, not its queued changes).
+    let presence = || {
+        Presence::groups(["todo-*"])
+            .grace(Duration::from_millis(200))
+            .node_ttl(Duration::from_secs(10))
+    };
+    let timeout = Duration::from_secs(10);
+    let a = Node::start_with_timeout(&redis, presence(), timeout).await;
+    let b = Node::start_with_timeout(&redis, presence(), timeout).await;
+    let mut clients = Vec::new();
+    for n in 0..MEMBERS {
+        clients.push(a.connect(&format!("user{n}")).await);
+    }
+    // The first join is written at once and its write waits out the pause; the others come
+    // meanwhile and queue behind it, to be written together when Redis answers again.
+    let pause = Duration::from_secs(3);
+    redis.pause_writes(pause).await;
+    let paused = Instant::now();
+    let subscribed = |reply: Value| {
+        assert_eq!(reply["data"], json!({"group": "todo-1"}), "{reply}");
+    };
+    clients[0].send_json(subscribe(false)).await;
+    subscribed(clients[0].recv_json().await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for client in &mut clients[1..] {
+        client.send_json(subscribe(false)).await;
+    }
+    for client in &mut clients[1..] {
+        subscribed(client.recv_json().await);
+    }
+    let queued = paused.elapsed();
+    println!("{MEMBERS} joins queued {queued:?} into the pause");
+    assert!(
+        queued < pause,
+        "the joins took longer than the pause ({queued:?}): some were written before the rest came"
+    );
+    b.until_counted((MEMBERS, MEMBERS)).await;
+    a.until_counted((MEMBERS, MEMBERS)).await;
+    drop(clients);
+    b.until_counted((0, 0)).await;
+    a.server.shutdown().await;
+    b.server.shutdown().await;
 }
