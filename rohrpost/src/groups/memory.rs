@@ -42,8 +42,10 @@ struct Member {
     /// For a member that resumed from a shared history (the Redis layer): its pushes are
     /// held back while what it missed is read, then those the replay already gave are left
     /// out.
+    /// Boxed: rare, and a group's send walks every member (a smaller member is fewer
+    /// cache lines per push to a large group).
     #[cfg(feature = "redis")]
-    pending: Option<Guard>,
+    pending: Option<Box<Guard>>,
 }
 
 /// How a resuming member's live pushes are treated.
@@ -175,13 +177,13 @@ impl Memberships {
             return 0;
         };
         members
-            .values()
-            .filter(|member| {
+            .iter()
+            .filter(|(&id, member)| {
                 let push = match positioned {
                     Some(positioned) if member.positioned => positioned,
                     _ => push,
                 };
-                push.reaches(&member.connection) && member.connection.try_send_push(push).is_ok()
+                push.reaches(id) && member.connection.try_send_push(push).is_ok()
             })
             .count()
     }
@@ -209,7 +211,7 @@ impl MemoryGroups {
             .get_mut(group)
             .and_then(|members| members.get_mut(&connection.id()))
         {
-            member.pending = Some(Guard::Holding(Vec::new()));
+            member.pending = Some(Box::new(Guard::Holding(Vec::new())));
             state.pending += 1;
         }
     }
@@ -232,7 +234,7 @@ impl MemoryGroups {
         let member = members
             .get_mut(group)
             .and_then(|members| members.get_mut(&connection.id()))?;
-        let guard = member.pending.take();
+        let guard = member.pending.take().map(|guard| *guard);
         for frame in replay {
             let _ = connection.try_send_push(&Push::replayed(frame));
         }
@@ -254,7 +256,7 @@ impl MemoryGroups {
             None => *pending += 1,
         }
         // Pushes up to `last` may still come from the channel: they are left out.
-        member.pending = Some(Guard::Above(last, epoch));
+        member.pending = Some(Box::new(Guard::Above(last, epoch)));
         Some(last)
     }
 
@@ -283,11 +285,11 @@ impl MemoryGroups {
             return 0;
         };
         let mut delivered = 0;
-        for member in members.values_mut() {
-            if !push.reaches(&member.connection) {
+        for (&id, member) in members.iter_mut() {
+            if !push.reaches(id) {
                 continue;
             }
-            match &mut member.pending {
+            match member.pending.as_deref_mut() {
                 Some(Guard::Holding(held)) => {
                     held.push(Held {
                         offset,

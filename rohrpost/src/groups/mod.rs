@@ -170,9 +170,11 @@ impl Push {
         self.except
     }
 
-    /// Whether the member `connection` gets it.
-    pub(crate) fn reaches(&self, connection: &Connection) -> bool {
-        self.except != Some(connection.id())
+    /// Whether the member with the connection id `id` gets it. By id rather than by
+    /// connection: a group's members are keyed by it, and reading it from each connection
+    /// would cost a cache line per member of a large group.
+    pub(crate) fn reaches(&self, id: u64) -> bool {
+        self.except != Some(id)
     }
 
     /// The JSON text frame.
