@@ -432,16 +432,19 @@ fn refuse(connection: &Connection, error: tungstenite::Error) -> End {
 
 /// Writes queued items until the connection stops; hands back what closing the connection
 /// takes, with the item it had taken off the queue but not yet handed to the socket, if any.
-async fn write_loop<S: Transport>(
+///
+/// A function returning an `async move` block rather than an `async fn`: an `async fn`'s
+/// state keeps its arguments twice (as received, and moved into its body), and a push to an
+/// idle writer reads the state's lines cold, one per 64 bytes. Here the captured socket half,
+/// connection and flags come first and once.
+// Not an `async fn`, on purpose (see above).
+#[allow(clippy::manual_async_fn)]
+fn write_loop<S: Transport>(
     mut sink: SplitSink<WebSocketStream<S>, Frame>,
     connection: Connection,
     shared: Arc<Shared>,
-) -> WriterDone<S> {
-    // A block rather than a function of its own: one state less for every poll to read.
-    let unsent = {
-        let queue = connection.outbound();
-        let aborted = connection.writer_signal();
-        tokio::pin!(aborted);
+) -> impl Future<Output = WriterDone<S>> + Send {
+    async move {
         // Taken off the queue but not yet handed to the socket: kept here, so that an abort
         // while the socket is full does not lose it.
         let mut pending: Option<Item> = None;
@@ -452,24 +455,38 @@ async fn write_loop<S: Transport>(
             if pending.is_none() {
                 // One wake-up for the queue and the stop, through the join: a push registers
                 // nothing, and only the first push to a waiting writer wakes it.
-                match queue.next_unless(|| connection.is_stopped(), drained).await {
+                let next = connection
+                    .outbound()
+                    .next_unless(|| connection.is_stopped(), drained);
+                match next.await {
                     Some((item, last)) => (pending, drained) = (Some(item), last),
                     None => break,
                 }
             }
             // Usually the socket takes the batch at once: no timer for that. `write_batch` is
-            // cancel-safe, so an unfinished attempt is simply resumed under the write timeout.
+            // cancel-safe, so an unfinished attempt is simply resumed under the write timeout,
+            // and stops at once if the connection is stopped meanwhile. That rarer wait is
+            // boxed: its timer would otherwise widen the state every poll reads.
+            let queue = connection.outbound();
             let written =
                 match write_batch(&mut sink, queue, &mut pending, &mut drained).now_or_never() {
                     Some(written) => Ok(written),
-                    None => tokio::select! {
-                        biased;
-                        _ = &mut aborted => break,
-                        written = tokio::time::timeout(
-                            shared.config.write_timeout,
-                            write_batch(&mut sink, queue, &mut pending, &mut drained),
-                        ) => written,
-                    },
+                    None => {
+                        let full = Box::pin(async {
+                            tokio::select! {
+                                biased;
+                                _ = connection.writer_signal() => None,
+                                written = tokio::time::timeout(
+                                    shared.config.write_timeout,
+                                    write_batch(&mut sink, queue, &mut pending, &mut drained),
+                                ) => Some(written),
+                            }
+                        });
+                        match full.await {
+                            Some(written) => written,
+                            None => break,
+                        }
+                    }
                 };
             match written {
                 Ok(Ok(Batch::Open)) => {}
@@ -481,16 +498,15 @@ async fn write_loop<S: Transport>(
                 }
             }
         }
-        queue.close();
+        connection.outbound().close();
         // Stops the reader too, whoever ended first.
         connection.stop();
-        pending
-    };
-    WriterDone {
-        unsent,
-        sink,
-        connection,
-        shared,
+        WriterDone {
+            unsent: pending,
+            sink,
+            connection,
+            shared,
+        }
     }
 }
 
