@@ -1,6 +1,7 @@
 #!/bin/bash
-# Instructions per fan-out delivery, for rohrpost and the hand-written baseline: stable
-# where CPU times on a shared machine are not (they move by 15% from one hour to the next).
+# Instructions per fan-out delivery, for the hand-written baseline, rohrpost's groups and the
+# todo demo: stable where CPU times on a shared machine are not (they move by 15% from one
+# hour to the next).
 #
 # Two `fanout` runs with every server under callgrind, which differ only in the number of
 # updates; each server's instruction count of the second minus the first, over the
@@ -47,7 +48,7 @@ def totals(run, kind):
             return dict(zip(events, map(int, summary)))
     sys.exit(f"no callgrind file for the {kind} server of the run with {run} updates in {out}")
 
-for kind in ["fanout-baseline", "todo"]:
+for kind in ["fanout-baseline", "rohrpost-groups", "todo"]:
     first, second = (totals(run, kind) for run in runs)
     per = "  ".join(f"{e} {(second[e] - first[e]) / (subscribers * updates):.1f}" for e in first)
     print(f"{kind:<16} {per}")

@@ -234,15 +234,30 @@ pub(crate) struct FanoutResult {
 /// `subscribers` clients (on `subscribe_to`) subscribe to todo 1; one client (on
 /// `update_on`) creates it and sends `updates` renames, at most `window` of them not yet
 /// delivered to everyone.
+/// How many subscribers and updates a [`fanout`] run has, and how it paces them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FanoutShape {
+    pub(crate) subscribers: usize,
+    pub(crate) updates: usize,
+    /// Updates not yet delivered to everyone at most.
+    pub(crate) window: usize,
+    /// How the subscribers' reading thread waits (see `wire::receive_all`).
+    pub(crate) pace: Option<Duration>,
+}
+
 pub(crate) async fn fanout(
     subscribe_to: SocketAddr,
     update_on: SocketAddr,
-    subscribers: usize,
-    updates: usize,
-    window: usize,
+    shape: FanoutShape,
     progress: &indicatif::ProgressBar,
     server_cpu: &dyn Fn() -> (Duration, Duration, u64),
 ) -> FanoutResult {
+    let FanoutShape {
+        subscribers,
+        updates,
+        window,
+        pace,
+    } = shape;
     let mut updater = connect(update_on, "/rohrpost/", 0).await;
     call(
         &mut updater,
@@ -298,8 +313,11 @@ pub(crate) async fn fanout(
             let mut seen = vec![0; subscribers];
             let mut deliveries = 0u64;
             if updates > 0 {
-                let unread =
-                    crate::wire::receive_all(sockets, Duration::from_secs(60), |n, payload| {
+                let unread = crate::wire::receive_all(
+                    sockets,
+                    Duration::from_secs(60),
+                    pace,
+                    |n, payload| {
                         let Some(k) = update_number(payload).filter(|&k| k < updates) else {
                             return false;
                         };
@@ -317,8 +335,9 @@ pub(crate) async fn fanout(
                         }
                         seen[n] += 1;
                         seen[n] >= updates
-                    })
-                    .expect("reading the pushes");
+                    },
+                )
+                .expect("reading the pushes");
                 assert_eq!(unread, 0, "subscribers closed before every push arrived");
             }
             (deliveries, delivery)

@@ -56,6 +56,13 @@ enum Mode {
         window: usize,
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// How the subscribers' reading thread waits when nothing has arrived: `0` sleeps on
+        /// the sockets (each push that finds it asleep makes the server's kernel wake it, an
+        /// interrupt to the other core that is charged to the server); `N` looks without
+        /// waiting and sleeps N µs on a timer instead, so that the server's CPU time is its
+        /// own work (arrivals late by up to N µs, for every server alike).
+        #[arg(long, default_value_t = 50)]
+        receiver_pace_us: u64,
     },
     /// Cross-node fan-out through Redis (subscribers on node B, updates on node A) against
     /// the in-process layer (one node); needs redis-server.
@@ -143,7 +150,11 @@ fn main() {
                 updates,
                 window,
                 rounds,
-            } => fanout(subscribers, updates, window, rounds).await,
+                receiver_pace_us,
+            } => {
+                let pace = (receiver_pace_us > 0).then(|| Duration::from_micros(receiver_pace_us));
+                fanout(subscribers, updates, window, rounds, pace).await
+            }
             Mode::Redis {
                 subscribers,
                 updates,
@@ -533,22 +544,34 @@ fn per_delivery(count: u64, deliveries: u64) -> f64 {
     (count as f64 / deliveries.max(1) as f64 * 1000.0).round() / 1000.0
 }
 
-async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize) -> Value {
+async fn fanout(
+    subscribers: usize,
+    updates: usize,
+    window: usize,
+    rounds: usize,
+    pace: Option<Duration>,
+) -> Value {
     let mut saturated = false;
     let mut rows = Vec::new();
-    let mut cpu_ratios = Vec::new();
-    let mut p99_ratios = Vec::new();
+    // Against the baseline: rohrpost's groups doing the same work, then the todo demo
+    // (SQLite, history, conflation around each push).
+    let compared = [Kind::RohrpostGroups, Kind::Todo];
+    let mut cpu_ratios = vec![Vec::new(); compared.len()];
+    let mut p99_ratios = vec![Vec::new(); compared.len()];
     for round in 0..rounds {
         let mut pair = Vec::new();
-        for kind in [Kind::FanoutBaseline, Kind::Todo] {
+        for kind in std::iter::once(Kind::FanoutBaseline).chain(compared) {
             let server = ServerProcess::start(kind, None, None);
             let progress = bar(updates as u64, &format!("{kind:?} updates"));
             let result = load::fanout(
                 server.addr,
                 server.addr,
-                subscribers,
-                updates,
-                window,
+                load::FanoutShape {
+                    subscribers,
+                    updates,
+                    window,
+                    pace,
+                },
                 &progress,
                 &|| (server.cpu_time(), server.user_time(), server.sleeps()),
             )
@@ -569,11 +592,11 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
                 generator,
             ));
         }
-        cpu_ratios.push(pair[1].2 / pair[0].2);
-        p99_ratios.push(
-            pair[1].1.complete.value_at_quantile(0.99) as f64
-                / pair[0].1.complete.value_at_quantile(0.99) as f64,
-        );
+        let baseline_p99 = pair[0].1.complete.value_at_quantile(0.99) as f64;
+        for (n, (_, result, cpu, ..)) in pair[1..].iter().enumerate() {
+            cpu_ratios[n].push(cpu / pair[0].2);
+            p99_ratios[n].push(result.complete.value_at_quantile(0.99) as f64 / baseline_p99);
+        }
         for (kind, result, cpu, user, generator) in &pair {
             rows.push(json!({
                 "round": round, "server": format!("{kind:?}"), "deliveries": result.deliveries,
@@ -587,7 +610,11 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
             }));
         }
     }
-    println!("mode fanout: {subscribers} subscribers, {updates} updates, window {window}, {rounds} rounds");
+    let waits = match pace {
+        Some(pace) => format!("receiver looks every {} µs", pace.as_micros()),
+        None => "receiver sleeps on the sockets".to_owned(),
+    };
+    println!("mode fanout: {subscribers} subscribers, {updates} updates, window {window}, {rounds} rounds, {waits}");
     println!(
         "{:>6} {:>15} {:>11} {:>13} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14} {:>14}",
         "round",
@@ -619,9 +646,13 @@ async fn fanout(subscribers: usize, updates: usize, window: usize, rounds: usize
         );
     }
     warn_if_generator_bound(saturated);
-    let summary = json!({"cpu_per_delivery_ratio_median": median(&mut cpu_ratios), "all_subscribers_p99_ratio_median": median(&mut p99_ratios)});
-    println!("rohrpost / baseline: {summary}");
-    json!({"mode": "fanout", "subscribers": subscribers, "updates": updates, "rows": rows, "summary": summary})
+    let mut summary = serde_json::Map::new();
+    for (n, kind) in compared.iter().enumerate() {
+        let ratios = json!({"cpu_per_delivery_ratio_median": median(&mut cpu_ratios[n]), "all_subscribers_p99_ratio_median": median(&mut p99_ratios[n])});
+        println!("{kind:?} / FanoutBaseline: {ratios}");
+        summary.insert(format!("{kind:?}"), ratios);
+    }
+    json!({"mode": "fanout", "subscribers": subscribers, "updates": updates, "receiver_pace_us": pace.map(|pace| pace.as_micros() as u64), "rows": rows, "summary": summary})
 }
 
 async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
@@ -632,6 +663,12 @@ async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
     let mut p50_ratios = Vec::new();
     let mut p99_ratios = Vec::new();
     let directory = tempfile::tempdir().expect("temporary directory");
+    let shape = load::FanoutShape {
+        subscribers,
+        updates,
+        window: 1,
+        pace: None,
+    };
     for round in 0..rounds {
         let mut pair = Vec::new();
         for cross_node in [false, true] {
@@ -661,18 +698,12 @@ async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
                         a.sleeps() + b.sleeps(),
                     )
                 };
-                load::fanout(b.addr, a.addr, subscribers, updates, 1, &progress, &cpu).await
+                load::fanout(b.addr, a.addr, shape, &progress, &cpu).await
             } else {
                 let node = ServerProcess::start(Kind::Todo, None, Some(&database));
-                load::fanout(
-                    node.addr,
-                    node.addr,
-                    subscribers,
-                    updates,
-                    1,
-                    &progress,
-                    &|| (node.cpu_time(), node.user_time(), node.sleeps()),
-                )
+                load::fanout(node.addr, node.addr, shape, &progress, &|| {
+                    (node.cpu_time(), node.user_time(), node.sleeps())
+                })
                 .await
             };
             progress.finish_and_clear();

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use rohrpost::notify::Notify;
 use rohrpost::prelude::*;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +35,11 @@ pub(crate) enum Kind {
     /// one serialization, the same bytes queued to every member, writes batched per
     /// connection. The ceiling for pushes.
     FanoutBaseline,
+    /// The fan-out baseline's work on rohrpost: the built-in `subscribe`, and `todo.create`
+    /// and `todo.update` handlers that push the change to `todo-<id>` at once through the
+    /// server's groups. No database, no history, no conflation: what the framework costs
+    /// for a push, apart from what the demo does around it.
+    RohrpostGroups,
     /// The rohrpost todo demo (SQLite in a temporary directory; Redis groups with
     /// `--redis-url`).
     Todo,
@@ -59,6 +65,19 @@ pub(crate) async fn serve(
             server.serve().await;
         }
         Kind::FanoutBaseline => fanout_baseline(addr).await,
+        Kind::RohrpostGroups => {
+            let handlers = Handlers::new()
+                .handler("todo.create", create)
+                .handler("todo.update", update)
+                .merge(rohrpost::subscribe::Subscriptions::allow_all().handlers());
+            let server = Server::builder()
+                .handlers(handlers)
+                .bind(addr)
+                .await
+                .expect("bind");
+            ready(server.local_addr());
+            server.serve().await;
+        }
         Kind::SerdePing => serde_ping(addr).await,
         Kind::SocketioAcks => socketio_acks(addr).await,
         Kind::Jsonrpsee => jsonrpsee_ping(addr).await,
@@ -186,6 +205,60 @@ async fn jsonrpsee_ping(addr: &str) {
     ready(server.local_addr().expect("address"));
     let handle = server.start(module);
     handle.stopped().await;
+}
+
+/// A change as the fan-out baseline pushes it: `{"id", "title", "updated_fields"}` to
+/// `todo-<id>`.
+struct Change {
+    id: i64,
+    title: Value,
+}
+
+impl Notify for Change {
+    fn pk(&self) -> Value {
+        json!(self.id)
+    }
+
+    fn group_name(&self, _: rohrpost::notify::Change) -> String {
+        format!("todo-{}", self.id)
+    }
+
+    fn notification_data(&self, _: Option<&[&str]>, _: rohrpost::notify::Change) -> Value {
+        json!({"id": self.id, "title": self.title})
+    }
+}
+
+/// The data of `todo.create` and `todo.update`.
+#[derive(serde::Deserialize)]
+struct Todo {
+    id: Option<i64>,
+    title: Value,
+}
+
+/// `todo.create` of `RohrpostGroups`: the change pushed at once, the todo as the reply.
+async fn create(groups: Groups, Data(todo): Data<Todo>) -> Result<Json<Value>, Error> {
+    push_change(groups, todo, rohrpost::notify::Change::Create).await
+}
+
+/// `todo.update` of `RohrpostGroups`, as `create`.
+async fn update(groups: Groups, Data(todo): Data<Todo>) -> Result<Json<Value>, Error> {
+    push_change(groups, todo, rohrpost::notify::Change::Update).await
+}
+
+async fn push_change(
+    groups: Groups,
+    todo: Todo,
+    kind: rohrpost::notify::Change,
+) -> Result<Json<Value>, Error> {
+    let change = Change {
+        id: todo.id.unwrap_or(1),
+        title: todo.title,
+    };
+    groups
+        .notify(&change, kind, Some(&["title"]))
+        .await
+        .map_err(Error::internal)?;
+    Ok(Json(json!({"id": change.id, "title": change.title})))
 }
 
 type Members = Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Utf8Bytes>>>>>;

@@ -140,9 +140,16 @@ impl RawSocket {
 /// One read per readiness is enough on Linux: a read that did not fill the buffer emptied
 /// the socket, and data that arrives later raises a new edge (a read that filled it asks
 /// for the edge again).
+///
+/// With `pace`, the thread never sleeps on the sockets: it looks without waiting and, when
+/// nothing is ready, sleeps `pace` on a timer. A sender then never has to wake it (on a VM,
+/// an inter-processor interrupt paid in the sender's kernel time for each send that finds
+/// the receiver asleep), so the sender's CPU time is its own work; arrival times are late
+/// by up to `pace` (plus the timer's slack).
 pub(crate) fn receive_all(
     sockets: Vec<RawSocket>,
     idle: std::time::Duration,
+    pace: Option<std::time::Duration>,
     mut each: impl FnMut(usize, &[u8]) -> bool,
 ) -> io::Result<usize> {
     use std::io::Read;
@@ -163,18 +170,29 @@ pub(crate) fn receive_all(
     }
     let mut events = mio::Events::with_capacity(1024);
     let mut scratch = vec![0u8; 256 * 1024];
+    let mut last_event = std::time::Instant::now();
     while readers.iter().any(|reader| reader.stream.is_some()) {
-        match poll.poll(&mut events, Some(idle)) {
+        let wait = if pace.is_some() {
+            std::time::Duration::ZERO
+        } else {
+            idle
+        };
+        match poll.poll(&mut events, Some(wait)) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             result => result?,
         }
         if events.is_empty() {
+            if let Some(pace) = pace.filter(|_| last_event.elapsed() < idle) {
+                std::thread::sleep(pace);
+                continue;
+            }
             let open = readers.iter().filter(|r| r.stream.is_some()).count();
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("{open} sockets still open and nothing arrived for {idle:?}"),
             ));
         }
+        last_event = std::time::Instant::now();
         for event in &events {
             let n = event.token().0;
             let reader = &mut readers[n];
