@@ -83,14 +83,28 @@ impl RedisServer {
         }
     }
 
-    /// `CLIENT PAUSE ms WRITE`: for `pause`, Redis holds back every command that writes
-    /// (scripts included) and answers the rest.
-    pub async fn pause_writes(&self, pause: Duration) {
-        let client = redis::Client::open(self.url()).expect("valid URL");
-        let mut connection = client
-            .get_multiplexed_async_connection()
+    /// `CLIENT PAUSE ms WRITE`: for `pause`, or until [`unpause`](Self::unpause), Redis
+    /// holds back every command that writes (scripts included) and answers the rest.
+    /// `false`, with the reason printed, when this Redis is older than 6.2 (no `WRITE` mode).
+    pub async fn pause_writes(&self, pause: Duration) -> bool {
+        let mut connection = self.connection().await;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
             .await
-            .expect("connect to the test redis");
+            .expect("INFO server");
+        let version: Vec<u32> = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or_default()
+            .trim()
+            .split('.')
+            .map(|part| part.parse().unwrap_or(0))
+            .collect();
+        if version.as_slice() < [6, 2].as_slice() {
+            println!("skipped: CLIENT PAUSE WRITE needs Redis 6.2 or later, this is {version:?}");
+            return false;
+        }
         redis::cmd("CLIENT")
             .arg("PAUSE")
             .arg(pause.as_millis() as u64)
@@ -98,6 +112,25 @@ impl RedisServer {
             .query_async::<()>(&mut connection)
             .await
             .expect("CLIENT PAUSE");
+        true
+    }
+
+    /// `CLIENT UNPAUSE`: ends a [`pause_writes`](Self::pause_writes).
+    pub async fn unpause(&self) {
+        let mut connection = self.connection().await;
+        redis::cmd("CLIENT")
+            .arg("UNPAUSE")
+            .query_async::<()>(&mut connection)
+            .await
+            .expect("CLIENT UNPAUSE");
+    }
+
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url()).expect("valid URL");
+        client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis")
     }
 
     /// `PUBSUB NUMSUB channel`: how many connections are subscribed to `channel`.

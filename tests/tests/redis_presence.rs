@@ -433,25 +433,24 @@ async fn a_dead_node_with_many_groups_is_swept_at_most_256_groups_a_beat() {
 
 /// A node writes its presence changes in script calls of at most 1,000 changes each: a
 /// burst of 1,100 joins to one group, held back while Redis pauses its writes, is written
-/// in more than one call when Redis answers again, and the other node counts every member;
-/// and so are their 1,101 leaves.
+/// in more than one call when Redis answers again, and the other node counts every member
+/// (and none once they have all left).
 #[tokio::test]
 async fn a_burst_of_joins_above_one_script_call_is_counted_whole_on_the_other_node() {
     const MEMBERS: u64 = 1_101;
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    // A short grace, so that the leaves come soon after the disconnects (as a burst too);
-    // a long Redis timeout, so that the pause below holds the joins back without a write
-    // being given up.
-    // And a node lifetime longer than the pause, so that no node is taken for dead (which
-    // would make it write its whole part again, not its queued changes).
+    // A short grace, so that the leaves come soon after the disconnects; a long Redis
+    // timeout, so that the pause below holds the joins back without a write being given up;
+    // and a node lifetime longer than that, so that no node is taken for dead (which would
+    // make it write its whole part again, not its queued changes).
     let presence = || {
         Presence::groups(["todo-*"])
             .grace(Duration::from_millis(200))
-            .node_ttl(Duration::from_secs(10))
+            .node_ttl(Duration::from_secs(60))
     };
-    let timeout = Duration::from_secs(10);
+    let timeout = Duration::from_secs(30);
     let a = Node::start_with_timeout(&redis, presence(), timeout).await;
     let b = Node::start_with_timeout(&redis, presence(), timeout).await;
     let mut clients = Vec::new();
@@ -459,9 +458,12 @@ async fn a_burst_of_joins_above_one_script_call_is_counted_whole_on_the_other_no
         clients.push(a.connect(&format!("user{n}")).await);
     }
     // The first join is written at once and its write waits out the pause; the others come
-    // meanwhile and queue behind it, to be written together when Redis answers again.
-    let pause = Duration::from_secs(3);
-    redis.pause_writes(pause).await;
+    // meanwhile and queue behind it, to be written together when Redis answers again. The
+    // pause is ended once they are all queued, well within the nodes' timeout.
+    let pause = Duration::from_secs(20);
+    if !redis.pause_writes(pause).await {
+        return;
+    }
     let paused = Instant::now();
     let subscribed = |reply: Value| {
         assert_eq!(reply["data"], json!({"group": "todo-1"}), "{reply}");
@@ -481,10 +483,13 @@ async fn a_burst_of_joins_above_one_script_call_is_counted_whole_on_the_other_no
         queued < pause,
         "the joins took longer than the pause ({queued:?}): some were written before the rest came"
     );
+    redis.unpause().await;
     b.until_counted((MEMBERS, MEMBERS)).await;
     a.until_counted((MEMBERS, MEMBERS)).await;
+    // The leaves come as their grace ends, in one script call or several.
     drop(clients);
     b.until_counted((0, 0)).await;
+    a.until_counted((0, 0)).await;
     a.server.shutdown().await;
     b.server.shutdown().await;
 }
