@@ -231,9 +231,6 @@ pub(crate) struct FanoutResult {
     pub generator_sleeps: u64,
 }
 
-/// `subscribers` clients (on `subscribe_to`) subscribe to todo 1; one client (on
-/// `update_on`) creates it and sends `updates` renames, at most `window` of them not yet
-/// delivered to everyone.
 /// How many subscribers and updates a [`fanout`] run has, and how it paces them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FanoutShape {
@@ -245,6 +242,9 @@ pub(crate) struct FanoutShape {
     pub(crate) pace: Option<Duration>,
 }
 
+/// `subscribers` clients (on `subscribe_to`) subscribe to todo 1; one client (on
+/// `update_on`) creates it and sends `updates` renames, at most `window` of them not yet
+/// delivered to everyone.
 pub(crate) async fn fanout(
     subscribe_to: SocketAddr,
     update_on: SocketAddr,
