@@ -56,9 +56,18 @@ impl RawSocket {
     pub(crate) async fn connect_socketio(addr: SocketAddr, n: usize) -> io::Result<Self> {
         let mut socket = Self::connect(addr, "/socket.io/?EIO=4&transport=websocket", n).await?;
         let mut first = Vec::new();
-        socket.read_each(|payload| first = payload.to_vec()).await?;
+        socket
+            .read_each(|payload| {
+                if first.is_empty() {
+                    first = payload.to_vec();
+                }
+            })
+            .await?;
         if !first.starts_with(b"0{") {
-            return Err(io::Error::other("no Engine.IO open packet"));
+            return Err(io::Error::other(format!(
+                "no Engine.IO open packet: the first frame was {:?}",
+                String::from_utf8_lossy(&first)
+            )));
         }
         socket.engine_io = true;
         socket.write(&masked_text(b"40")).await?;
