@@ -134,6 +134,10 @@ impl Db {
         sqlx::any::install_default_drivers();
         let pool = AnyPoolOptions::new()
             .max_connections(5)
+            // A file database has no connection to lose, and the check is one more round
+            // trip to sqlx's SQLite thread per request (8 -> 7 thread sleeps per update,
+            // BENCHMARKS.md); a network database keeps it.
+            .test_before_acquire(!url.starts_with("sqlite"))
             .connect(url)
             .await?;
         let create = if url.starts_with("postgres") {
