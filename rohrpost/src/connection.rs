@@ -210,6 +210,21 @@ impl Connection {
     /// [`SendError::QueueFull`] is returned and the client, which is not keeping up, is
     /// disconnected with close code 1008. Group sends use this, so that a slow member never
     /// delays the sender or the other members.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    /// use rohrpost::SendError;
+    ///
+    /// /// Tells the client its job started, from code that must not wait for the client.
+    /// fn started(conn: &Connection, job: u64) {
+    ///     match conn.try_send(Message::success("job.started", 0).with_data(json!({ "job": job }))) {
+    ///         Ok(()) => {}
+    ///         // Not reading: already disconnected with 1008.
+    ///         Err(SendError::QueueFull(queued)) => tracing::info!(job, queued, "client too slow"),
+    ///         Err(error) => tracing::debug!(job, %error, "not sent"),
+    ///     }
+    /// }
+    /// ```
     pub fn try_send(&self, message: Message) -> Result<(), SendError> {
         self.try_send_text(message.to_json()?)
     }
@@ -244,6 +259,20 @@ impl Connection {
 
     /// Like [`try_send`](Self::try_send), with an already serialized JSON text frame
     /// (serialize once, send to many).
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    /// use rohrpost::Utf8Bytes;
+    ///
+    /// /// One serialization, the same bytes queued for every connection.
+    /// fn broadcast(connections: &[Connection], message: &Message) -> Result<(), Error> {
+    ///     let frame = Utf8Bytes::from(message.to_json()?);
+    ///     for conn in connections {
+    ///         let _ = conn.try_send_text(frame.clone()); // a cheap clone: shared bytes
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn try_send_text(&self, text: impl Into<Utf8Bytes>) -> Result<(), SendError> {
         self.try_queue(Item::Push(text.into(), Class::Plain))
     }
@@ -325,6 +354,20 @@ impl Connection {
     /// queued have been sent; later sends fail with [`SendError::Closed`]. The code must be
     /// one an endpoint may send (1000-1003, 1007-1014, 3000-4999); the reason is cut to the
     /// 123 bytes a close frame can hold.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// #[rohrpost_handler("logout")]
+    /// async fn logout(conn: Connection) -> Result<(), Error> {
+    ///     // The reply goes out first, then the close frame: code 4001, reason "logged out".
+    ///     conn.close_with(4001, "logged out")?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// A code no endpoint may send is refused: `close_with(1005, "")` returns
+    /// [`SendError::InvalidCloseCode`].
     pub fn close_with(&self, code: u16, reason: &str) -> Result<(), SendError> {
         if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
             return Err(SendError::InvalidCloseCode(code));
@@ -355,12 +398,55 @@ impl Connection {
     }
 
     /// Waits until the connection is gone (for tasks that serve it in the background).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rohrpost::prelude::*;
+    ///
+    /// /// Sends the time every second until the client goes away.
+    /// #[rohrpost_handler("clock.start")]
+    /// async fn clock(conn: Connection) -> NoReply {
+    ///     tokio::spawn(async move {
+    ///         let mut tick = tokio::time::interval(Duration::from_secs(1));
+    ///         loop {
+    ///             tokio::select! {
+    ///                 _ = conn.closed() => break,
+    ///                 _ = tick.tick() => {
+    ///                     let now = std::time::SystemTime::now()
+    ///                         .duration_since(std::time::UNIX_EPOCH)
+    ///                         .map_or(0, |elapsed| elapsed.as_secs());
+    ///                     let _ = conn.try_send(Message::success("clock", 0).with_data(json!({ "now": now })));
+    ///                 }
+    ///             }
+    ///         }
+    ///     });
+    ///     NoReply
+    /// }
+    /// ```
     pub async fn closed(&self) {
         // The writer stops the connection when it ends, however it ends.
         self.inner.abort.cancelled().await
     }
 
     /// Joins `group`: messages sent to it reach this connection until it leaves or closes.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// #[rohrpost_handler("room.join")]
+    /// async fn join_room(conn: Connection, groups: Groups, Data(room): Data<String>) -> Result<(), Error> {
+    ///     let group = format!("room-{room}");
+    ///     conn.join(&group).await?; // a group layer that failed (Redis down) is internal
+    ///     let hello = Message::success("room.joined", 0).with_data(json!({ "room": room }));
+    ///     groups.send_except(&group, &hello, &conn).await?;
+    ///     Ok(())
+    /// }
+    ///
+    /// #[rohrpost_handler("room.leave")]
+    /// async fn leave_room(conn: Connection, Data(room): Data<String>) -> bool {
+    ///     conn.leave(&format!("room-{room}")) // whether it was a member
+    /// }
+    /// ```
     pub async fn join(&self, group: &str) -> Result<(), GroupError> {
         self.inner.groups.join(group, self).await
     }

@@ -48,6 +48,14 @@ impl Error {
 
     /// An error whose `error` field is any JSON value (the original allows error content
     /// beside error messages).
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// let error = Error::json(json!({ "code": "E_TAKEN", "field": "name" }));
+    /// assert_eq!(error.client_error()["code"], "E_TAKEN");
+    /// assert!(!error.is_internal());
+    /// ```
     pub fn json(error: Value) -> Self {
         Self {
             kind: Kind::Client(error),
@@ -56,6 +64,20 @@ impl Error {
     }
 
     /// An internal error: logged, and shown to the client only as `"Internal server error."`.
+    /// For errors `?` cannot convert by itself (a boxed error, a plain message), typically
+    /// with `map_err(Error::internal)`.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// fn quota() -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    ///     Err("quota service unreachable".into())
+    /// }
+    ///
+    /// let error = quota().map_err(Error::internal).unwrap_err();
+    /// assert!(error.is_internal());
+    /// assert_eq!(error.client_error(), "Internal server error."); // the cause is only logged
+    /// ```
     pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self {
             kind: Kind::Internal(error.into()),
@@ -64,6 +86,15 @@ impl Error {
     }
 
     /// Adds a `data` field to the error reply.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// // → {"id": …, "type": …, "error": "Invalid title.", "data": {"field": "title", "max": 200}}
+    /// let error = Error::new("Invalid title.").with_data(json!({ "field": "title", "max": 200 }));
+    /// assert_eq!(error.client_error(), "Invalid title.");
+    /// assert_eq!(error.data().unwrap()["field"], "title");
+    /// ```
     pub fn with_data(mut self, data: impl Into<Value>) -> Self {
         self.data = Some(data.into());
         self

@@ -222,6 +222,26 @@ impl Notification {
 impl Groups {
     /// Sends the notification of `change` to `object` at once (outside a transaction).
     /// Returns how many local members got it (0 when skipped).
+    ///
+    /// ```
+    /// use rohrpost::notify::{Change, Notify};
+    /// use rohrpost::Groups;
+    /// use serde::Serialize;
+    ///
+    /// #[derive(Serialize, Notify)]
+    /// #[rohrpost(serialize)]
+    /// struct Todo { id: i64, title: String }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), rohrpost::groups::GroupError> {
+    /// let groups = Groups::memory();
+    /// let todo = Todo { id: 1, title: "oat milk".into() };
+    /// // To every subscriber of `todo-1`: {"type": "update", "group": "todo-1",
+    /// // "object": {"id": 1, "title": "oat milk", "updated_fields": ["title"]}}
+    /// let reached = groups.notify(&todo, Change::Update, Some(&["title"])).await?;
+    /// assert_eq!(reached, 0); // nobody subscribed yet
+    /// # Ok(()) }
+    /// ```
     pub async fn notify<T: Notify + ?Sized>(
         &self,
         object: &T,

@@ -93,6 +93,18 @@ impl Handlers {
     /// As with every `inventory`-based registry, a handler in a library crate that the
     /// program never references may not be linked in, and then it is missing here: refer to
     /// something in that crate (a `pub fn register() {}` called from `main` suffices).
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// #[rohrpost_handler("echo")]
+    /// async fn echo(req: Request) -> Option<Value> {
+    ///     req.data
+    /// }
+    ///
+    /// let handlers = Handlers::collect();
+    /// assert!(handlers.names().any(|name| name == "echo"));
+    /// ```
     pub fn collect() -> Self {
         let mut handlers = Self::new();
         for entry in inventory::iter::<HandlerEntry> {
@@ -126,7 +138,23 @@ impl Handlers {
         self
     }
 
-    /// Adds every handler of `other`.
+    /// Adds every handler of `other`. A name both define counts as defined twice:
+    /// [`check`](Self::check) (and binding a server) then fails.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// async fn add(Data((a, b)): Data<(i64, i64)>) -> i64 { a + b }
+    /// async fn sub(Data((a, b)): Data<(i64, i64)>) -> i64 { a - b }
+    ///
+    /// let math = Handlers::new().handler("add", add).handler("sub", sub);
+    /// let handlers = Handlers::new().handler("echo", |req: Request| async move { req.data }).merge(math);
+    /// assert_eq!(handlers.names().count(), 3);
+    /// assert!(handlers.check().is_ok());
+    ///
+    /// let twice = Handlers::new().handler("add", add).merge(Handlers::new().handler("add", sub));
+    /// assert!(twice.check().is_err());
+    /// ```
     pub fn merge(mut self, other: Handlers) -> Self {
         self.duplicates.extend(other.duplicates);
         for (name, registered) in other.map {

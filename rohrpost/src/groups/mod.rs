@@ -457,6 +457,19 @@ impl Groups {
 
     /// Sends `message` to the open connection `id` of this process; returns whether there
     /// was one. Its queue follows [`Policy::Disconnect`].
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// /// A direct message to a connection whose id was kept earlier (`conn.id()`), from
+    /// /// anywhere that holds the server's groups.
+    /// fn notify_job_done(groups: &Groups, connection_id: u64, job: u64) -> Result<bool, rohrpost::groups::GroupError> {
+    ///     groups.send_to(connection_id, &Message::success("job.done", 0).with_data(json!({ "job": job })))
+    /// }
+    ///
+    /// assert!(!notify_job_done(&Groups::memory(), 42, 7)?); // no connection 42 here
+    /// # Ok::<(), rohrpost::groups::GroupError>(())
+    /// ```
     pub fn send_to(&self, id: u64, message: &Message) -> Result<bool, GroupError> {
         let frame = message.to_json()?;
         let Some(connection) = self.connection(id) else {
