@@ -178,6 +178,25 @@ impl Notification {
     /// Builds the notification of `change` to `object`, following the original's rules;
     /// `None` when an update is skipped because [`Notify::always_send`] is `false` and none
     /// of `updated_fields` is among the pushed data's keys.
+    ///
+    /// ```
+    /// use rohrpost::groups::Policy;
+    /// use rohrpost::notify::{Change, Notification, Notify};
+    /// use serde::Serialize;
+    ///
+    /// #[derive(Serialize, Notify)]
+    /// #[rohrpost(serialize, always_send = false)]
+    /// struct Cursor { id: i64, x: i32, y: i32 }
+    ///
+    /// let cursor = Cursor { id: 3, x: 10, y: 20 };
+    /// let mut notification = Notification::new(&cursor, Change::Update, Some(&["x"])).unwrap();
+    /// assert_eq!(notification.group, "cursor-3");
+    /// notification.policy = Policy::DropOldest; // a cursor may skip positions
+    /// # let _ = notification;
+    ///
+    /// // An update of fields the pushed data does not hold is skipped.
+    /// assert!(Notification::new(&cursor, Change::Update, Some(&["colour"])).is_none());
+    /// ```
     pub fn new<T: Notify + ?Sized>(
         object: &T,
         change: Change,
@@ -395,6 +414,30 @@ mod sqlx_transaction {
 
     impl<'c, DB: sqlx::Database> Transaction<'c, DB> {
         /// Wraps a transaction begun elsewhere.
+        ///
+        /// ```
+        /// use rohrpost::notify::{Notify, Transaction};
+        /// use sqlx::{Connection, SqliteConnection};
+        /// # use serde_json::{json, Value};
+        /// # struct Todo { id: i64 }
+        /// # impl Notify for Todo { fn pk(&self) -> Value { json!(self.id) } }
+        ///
+        /// # #[tokio::main(flavor = "current_thread")]
+        /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+        /// let mut db = SqliteConnection::connect("sqlite::memory:").await?;
+        /// sqlx::query("CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT)")
+        ///     .execute(&mut db)
+        ///     .await?;
+        /// // Begun by code that knows nothing of rohrpost:
+        /// let begun = db.begin().await?;
+        /// let mut tx = Transaction::wrap(begun, rohrpost::Groups::memory());
+        /// sqlx::query("INSERT INTO todos (id, title) VALUES (1, 'milk')")
+        ///     .execute(&mut *tx)
+        ///     .await?;
+        /// tx.created(&Todo { id: 1 });
+        /// tx.commit().await?; // committed, then `todo-1` hears of it
+        /// # Ok(()) }
+        /// ```
         pub fn wrap(transaction: sqlx::Transaction<'c, DB>, groups: Groups) -> Self {
             Self {
                 inner: transaction,

@@ -246,7 +246,27 @@ impl Subscriptions {
         }
     }
 
-    /// Checks the hook, then joins: `{"group": "todo-1"}` or `ACCESS_DENIED`.
+    /// Checks the hook, then joins: `{"group": "todo-1"}` or `ACCESS_DENIED`. For a
+    /// `subscribe` of your own that does more than the stock one:
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    /// use rohrpost::subscribe::{GroupObject, Subscriptions};
+    ///
+    /// let subscriptions = Subscriptions::token("hunter2");
+    /// let handlers = Handlers::new().handler(
+    ///     "subscribe",
+    ///     move |conn: Connection, request: Request, Data(object): Data<GroupObject>| {
+    ///         let subscriptions = subscriptions.clone();
+    ///         async move {
+    ///             let joined = subscriptions.subscribe(conn.clone(), request, object).await?;
+    ///             tracing::info!(connection = conn.id(), group = %joined.0.group, "subscribed");
+    ///             Ok::<_, Error>(joined)
+    ///         }
+    ///     },
+    /// );
+    /// # let _ = handlers;
+    /// ```
     pub async fn subscribe(
         &self,
         connection: Connection,

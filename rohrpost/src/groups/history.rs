@@ -185,6 +185,26 @@ impl Since {
 
     /// Reads the `since` key of a group object: absent, `null` or a position. Use it as
     /// `#[serde(default, deserialize_with = "Since::deserialize_present")]`.
+    ///
+    /// ```
+    /// use rohrpost::groups::{Position, Since};
+    /// use serde::Deserialize;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Follow {
+    ///     board: String,
+    ///     #[serde(default, deserialize_with = "Since::deserialize_present")]
+    ///     since: Since,
+    /// }
+    ///
+    /// let read = |text: &str| serde_json::from_str::<Follow>(text).unwrap().since;
+    /// assert_eq!(read(r#"{"board": "b1"}"#), Since::Absent);
+    /// assert_eq!(read(r#"{"board": "b1", "since": null}"#), Since::Now);
+    /// assert_eq!(
+    ///     read(r#"{"board": "b1", "since": {"offset": 7, "epoch": "e1"}}"#),
+    ///     Since::After(Position { offset: 7, epoch: "e1".into() }),
+    /// );
+    /// ```
     pub fn deserialize_present<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Self, D::Error> {

@@ -532,6 +532,26 @@ impl Groups {
     /// Adds `connection` to `group` as a subscriber that asked for positions: what it
     /// missed since `since` is queued first when the group's history still holds it (see
     /// [`History`]).
+    ///
+    /// ```
+    /// use rohrpost::groups::Since;
+    /// use rohrpost::prelude::*;
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Follow {
+    ///     board: String,
+    ///     #[serde(default, deserialize_with = "Since::deserialize_present")]
+    ///     since: Since,
+    /// }
+    ///
+    /// /// Follows a board, replaying what the client missed since the position it sends.
+    /// #[rohrpost_handler("board.follow")]
+    /// async fn follow(conn: Connection, groups: Groups, Data(follow): Data<Follow>) -> Result<Value, Error> {
+    ///     let joined = groups.join_since(&format!("board-{}", follow.board), &conn, &follow.since).await?;
+    ///     // `recovered: false`: what was missed is gone from the history; refetch the board.
+    ///     Ok(json!({ "position": joined.position, "recovered": joined.recovered }))
+    /// }
+    /// ```
     pub async fn join_since(
         &self,
         group: &str,
@@ -568,6 +588,20 @@ impl Groups {
     /// The position of `group`'s stream now, when it keeps a history: a handler that
     /// returns rows with the position they reflect lets a client refetch consistently
     /// with the pushes after it.
+    ///
+    /// ```
+    /// use rohrpost::prelude::*;
+    ///
+    /// #[rohrpost_handler("board.load")]
+    /// async fn load(groups: Groups, Data(board): Data<String>) -> Result<Value, Error> {
+    ///     let group = format!("board-{board}");
+    ///     // Read before the rows: subscribing with it as `since` then replays every change
+    ///     // the rows may miss.
+    ///     let position = groups.position(&group).await?;
+    ///     let cards = vec!["a card"]; // the rows, read from the database
+    ///     Ok(json!({ "cards": cards, "position": position }))
+    /// }
+    /// ```
     pub async fn position(&self, group: &str) -> Result<Option<Position>, GroupError> {
         self.layer.position(group).await
     }
