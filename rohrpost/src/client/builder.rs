@@ -19,6 +19,24 @@ use super::{Client, ClientError, ConnectionState};
 const MIN_DURATION: Duration = Duration::from_millis(10);
 
 /// Settings of a [`Client`]; every one has rohrpost.js's default or a safe one.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use rohrpost::client::Client;
+///
+/// # async fn run() -> Result<(), rohrpost::client::ClientError> {
+/// let client = Client::builder("ws://127.0.0.1:8000/rohrpost/")
+///     .token("hunter2") // sent as `auth_jwt`
+///     .call_timeout(Duration::from_secs(3))
+///     .ping_interval(Duration::from_secs(10))
+///     .reconnect_backoff(Duration::from_millis(200), Duration::from_secs(10))
+///     .push_backlog(10_000)
+///     .header("X-App-Version", "2.1")
+///     .connect()
+///     .await?;
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until `connect` is awaited"]
 pub struct ClientBuilder {

@@ -158,6 +158,38 @@ impl Client {
     /// has none), or fails with its `error`, a timeout, or a dropped connection. The reply is
     /// the message with the call's id and type (`pong` for `ping`), as rohrpost servers
     /// send it: a push that happens to carry the same id is not taken for it.
+    ///
+    /// ```
+    /// use rohrpost::client::{Client, ClientError};
+    /// use rohrpost::prelude::*;
+    ///
+    /// async fn greet(Data(name): Data<String>) -> Result<String, Error> {
+    ///     if name.is_empty() {
+    ///         return Err(Error::new("Say who.").with_data(json!({ "field": "name" })));
+    ///     }
+    ///     Ok(format!("hello {name}"))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder()
+    ///     .handlers(Handlers::new().handler("greet", greet))
+    ///     .bind("127.0.0.1:0")
+    ///     .await?
+    ///     .spawn();
+    /// let client = Client::connect(server.url()).await?;
+    /// assert_eq!(client.call("greet", "ada").await?, json!("hello ada"));
+    /// match client.call("greet", "").await {
+    ///     Err(ClientError::Reply { error, data }) => {
+    ///         assert_eq!(error, "Say who.");
+    ///         assert_eq!(data, Some(json!({ "field": "name" })));
+    ///     }
+    ///     other => panic!("expected the error reply, got {other:?}"),
+    /// }
+    /// client.close().await;
+    /// server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn call(
         &self,
         message_type: &str,
@@ -282,6 +314,34 @@ impl Client {
     /// server pushes on its own), whole: first those kept since the client connected (the
     /// last [`push_backlog`](ClientBuilder::push_backlog), 1,000 by default), then the
     /// ones that come. Any number of listeners may listen; each gets every message.
+    ///
+    /// ```
+    /// use rohrpost::client::Client;
+    /// use rohrpost::prelude::*;
+    ///
+    /// async fn hello(conn: Connection) -> NoReply {
+    ///     let news = Message::success("news", 0).with_data(json!({ "headline": "hi" }));
+    ///     let _ = conn.send(news).await;
+    ///     NoReply
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder()
+    ///     .handlers(Handlers::new().handler("hello", hello))
+    ///     .bind("127.0.0.1:0")
+    ///     .await?
+    ///     .spawn();
+    /// let client = Client::connect(server.url()).await?;
+    /// let mut pushes = client.incoming();
+    /// client.send("hello", ())?;
+    /// let push = pushes.recv().await.expect("the server's push");
+    /// assert_eq!(push["type"], "news");
+    /// assert_eq!(push["data"]["headline"], "hi");
+    /// client.close().await;
+    /// server.shutdown().await;
+    /// # Ok(()) }
+    /// ```
     pub fn incoming(&self) -> mpsc::UnboundedReceiver<Value> {
         self.listen(None)
     }
@@ -326,6 +386,23 @@ impl Client {
     }
 
     /// A watch of the connection's state, to follow its changes.
+    ///
+    /// ```
+    /// use rohrpost::client::{Client, ConnectionState};
+    ///
+    /// /// Logs each time the connection drops and comes back.
+    /// async fn follow(client: Client) {
+    ///     let mut states = client.state_changes();
+    ///     while states.changed().await.is_ok() {
+    ///         let state = *states.borrow();
+    ///         match state {
+    ///             ConnectionState::Reconnecting { attempt } => tracing::warn!(attempt, "offline"),
+    ///             ConnectionState::Connected => tracing::info!("back online"),
+    ///             ConnectionState::Closed => break,
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub fn state_changes(&self) -> watch::Receiver<ConnectionState> {
         self.shared.state.clone()
     }

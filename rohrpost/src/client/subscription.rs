@@ -87,6 +87,27 @@ impl<T: DeserializeOwned> Subscription<T> {
     ///
     /// Joins and leaves (for a subscription with presence) are skipped: read them with
     /// [`next_event`](Self::next_event).
+    ///
+    /// ```no_run
+    /// use rohrpost::client::{group_object, Client, ClientError};
+    ///
+    /// #[derive(Debug, serde::Deserialize)]
+    /// struct Todo { id: i64, title: String }
+    ///
+    /// # async fn run(client: Client) -> Result<(), ClientError> {
+    /// let mut todos = Vec::<Todo>::new();
+    /// let mut changes = client.subscribe::<Todo>(group_object("todo", 1)).await?;
+    /// while let Some(update) = changes.next().await {
+    ///     match update {
+    ///         Ok(update) => println!("{:?}", update),
+    ///         // Offline too long, or no history: what was missed is unknown.
+    ///         Err(ClientError::Missed { .. }) => todos = client.call_as("todo.list", ()).await?,
+    ///         Err(error) => return Err(error),
+    ///     }
+    /// }
+    /// # let _ = todos;
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<Result<Update<T>, ClientError>> {
         loop {
             match self.next_event().await? {

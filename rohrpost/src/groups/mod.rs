@@ -140,6 +140,21 @@ pub struct Push {
 
 impl Push {
     /// A push of `frame` (JSON text) to `group` under `policy`.
+    ///
+    /// ```
+    /// use rohrpost::groups::{Policy, Push};
+    /// use rohrpost::prelude::*;
+    ///
+    /// /// The sender's cursor to everyone else on the board: serialized once, dropped
+    /// /// rather than queued up for a member that falls behind.
+    /// #[rohrpost_handler("cursor.move")]
+    /// async fn moved(conn: Connection, groups: Groups, Data(at): Data<Value>) -> Result<NoReply, Error> {
+    ///     let frame = Message::success("cursor", 0).with_data(json!({ "who": conn.id(), "at": at })).to_json()?;
+    ///     let push = Push::new("board-1", frame, Policy::DropOldest).except(&conn);
+    ///     groups.send_push("board-1", push).await?;
+    ///     Ok(NoReply)
+    /// }
+    /// ```
     pub fn new(group: &str, frame: impl Into<Utf8Bytes>, policy: Policy) -> Self {
         let class = match &policy {
             Policy::Disconnect => Class::Plain,

@@ -468,6 +468,10 @@ impl ServerBuilder {
 
     /// The longest a handler may run (default 30 s): then it is dropped, the client gets
     /// `{"id", "type", "error": "Handler timed out."}`, and the connection goes on.
+    ///
+    /// ```
+    /// let builder = rohrpost::Server::builder().handler_timeout(std::time::Duration::from_secs(5));
+    /// ```
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.config.handler_timeout = timeout;
         self
@@ -496,6 +500,11 @@ impl ServerBuilder {
     /// Limits each connection to `per_second` messages, sustained, with bursts of `burst`
     /// (off by default). A message over the limit is not handled; it gets
     /// `{"id", "type", "error": "Rate limit exceeded."}` and the connection goes on.
+    ///
+    /// ```
+    /// // 20 messages a second per connection, sustained; bursts of up to 50.
+    /// let builder = rohrpost::Server::builder().rate_limit(20.0, 50);
+    /// ```
     pub fn rate_limit(mut self, per_second: f64, burst: u32) -> Self {
         self.config.rate_limit = Some(RateLimit { per_second, burst });
         self
@@ -505,6 +514,13 @@ impl ServerBuilder {
     /// interval, not per message) without a frame from the client the server sends a
     /// WebSocket ping, and a client that sends nothing for `timeout` after it is dropped
     /// (and leaves its groups). Defaults: 20 s and 20 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// // Mobile clients behind NATs that drop idle flows after 30 s: look every 10 s.
+    /// let builder = rohrpost::Server::builder().ping(Duration::from_secs(10), Duration::from_secs(15));
+    /// ```
     pub fn ping(mut self, interval: Duration, timeout: Duration) -> Self {
         self.config.ping_interval = interval;
         self.config.ping_timeout = timeout;
@@ -788,6 +804,22 @@ impl Drop for RunningServer {
 }
 
 /// Completes on Ctrl-C, or on SIGTERM on Unix: the usual signals to stop a server.
+///
+/// ```no_run
+/// use rohrpost::prelude::*;
+/// use rohrpost::server::shutdown_signal;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = Server::bind("127.0.0.1:8000").await?;
+/// server
+///     .serve_until(async {
+///         shutdown_signal().await;
+///         tracing::info!("stopping: draining connections");
+///     })
+///     .await;
+/// // Every connection is closed now: flush what the app keeps, then exit.
+/// # Ok(()) }
+/// ```
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {

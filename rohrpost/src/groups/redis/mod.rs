@@ -126,6 +126,22 @@ impl RedisGroups {
 
     /// Connects with a channel prefix (to share one Redis between applications) and a bound
     /// on each Redis call a handler waits for.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use rohrpost::groups::RedisGroups;
+    /// use rohrpost::prelude::*;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let redis = RedisGroups::connect_with("redis://127.0.0.1:6379/", "shop:", Duration::from_millis(500)).await?;
+    /// // Before taking traffic: the subscription connection is up too.
+    /// if !redis.wait_until_connected(Duration::from_secs(5)).await {
+    ///     tracing::warn!("Redis pub/sub not ready yet: pushes from other nodes may be late");
+    /// }
+    /// let server = Server::builder().groups(Groups::new(redis)).bind("0.0.0.0:8000").await?;
+    /// # let _ = server;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_with(
         url: &str,
         prefix: &str,
