@@ -87,6 +87,25 @@ impl Endpoint {
     }
 
     /// The endpoint's groups: clone it to send to groups from anywhere.
+    ///
+    /// ```
+    /// use axum::routing::post;
+    /// use rohrpost::prelude::*;
+    ///
+    /// let endpoint = Server::builder().endpoint()?;
+    /// let groups = endpoint.groups().clone();
+    /// // A plain HTTP hook (a payment provider, a CI job) that reaches the WebSocket clients:
+    /// let app: axum::Router = axum::Router::new()
+    ///     .route("/rohrpost/", endpoint.route())
+    ///     .route(
+    ///         "/hooks/deployed",
+    ///         post(move |body: String| async move {
+    ///             let news = Message::success("deployed", 0).with_data(json!({ "build": body }));
+    ///             let _ = groups.send("ops", &news).await;
+    ///         }),
+    ///     );
+    /// # Ok::<(), rohrpost::server::ServerError>(())
+    /// ```
     pub fn groups(&self) -> &Groups {
         &self.shared.groups
     }
