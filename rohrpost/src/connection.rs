@@ -220,7 +220,7 @@ impl Connection {
     ///     match conn.try_send(Message::success("job.started", 0).with_data(json!({ "job": job }))) {
     ///         Ok(()) => {}
     ///         // Not reading: already disconnected with 1008.
-    ///         Err(SendError::QueueFull(queued)) => tracing::info!(job, queued, "client too slow"),
+    ///         Err(SendError::QueueFull(capacity)) => tracing::info!(job, capacity, "client too slow"),
     ///         Err(error) => tracing::debug!(job, %error, "not sent"),
     ///     }
     /// }
@@ -359,10 +359,12 @@ impl Connection {
     /// use rohrpost::prelude::*;
     ///
     /// #[rohrpost_handler("logout")]
-    /// async fn logout(conn: Connection) -> Result<(), Error> {
-    ///     // The reply goes out first, then the close frame: code 4001, reason "logged out".
+    /// async fn logout(conn: Connection) -> Result<NoReply, Error> {
+    ///     conn.send(Message::success("bye", 0)).await?;
+    ///     // After "bye", the close frame: code 4001, reason "logged out". Nothing queued
+    ///     // later is sent (a reply from this handler neither), so it replies nothing.
     ///     conn.close_with(4001, "logged out")?;
-    ///     Ok(())
+    ///     Ok(NoReply)
     /// }
     /// ```
     ///
@@ -436,8 +438,9 @@ impl Connection {
     /// #[rohrpost_handler("room.join")]
     /// async fn join_room(conn: Connection, groups: Groups, Data(room): Data<String>) -> Result<(), Error> {
     ///     let group = format!("room-{room}");
-    ///     conn.join(&group).await?; // a group layer that failed (Redis down) is internal
+    ///     conn.join(&group).await?; // fails only when the connection closed meanwhile
     ///     let hello = Message::success("room.joined", 0).with_data(json!({ "room": room }));
+    ///     // With Redis down: delivered on this node only, and the error is internal.
     ///     groups.send_except(&group, &hello, &conn).await?;
     ///     Ok(())
     /// }

@@ -255,8 +255,9 @@ impl Groups {
     /// # async fn main() -> Result<(), rohrpost::groups::GroupError> {
     /// let groups = Groups::memory();
     /// let todo = Todo { id: 1, title: "oat milk".into() };
-    /// // To every subscriber of `todo-1`: {"type": "update", "group": "todo-1",
-    /// // "object": {"id": 1, "title": "oat milk", "updated_fields": ["title"]}}
+    /// // To every subscriber of `todo-1`: {"id": …, "type": "subscription-update", "data":
+    /// // {"type": "update", "group": "todo-1", "object": {"id": 1, "title": "oat milk",
+    /// // "updated_fields": ["title"]}}}
     /// let reached = groups.notify(&todo, Change::Update, Some(&["title"])).await?;
     /// assert_eq!(reached, 0); // nobody subscribed yet
     /// # Ok(()) }

@@ -246,27 +246,9 @@ impl Subscriptions {
         }
     }
 
-    /// Checks the hook, then joins: `{"group": "todo-1"}` or `ACCESS_DENIED`. For a
-    /// `subscribe` of your own that does more than the stock one:
-    ///
-    /// ```
-    /// use rohrpost::prelude::*;
-    /// use rohrpost::subscribe::{GroupObject, Subscriptions};
-    ///
-    /// let subscriptions = Subscriptions::token("hunter2");
-    /// let handlers = Handlers::new().handler(
-    ///     "subscribe",
-    ///     move |conn: Connection, request: Request, Data(object): Data<GroupObject>| {
-    ///         let subscriptions = subscriptions.clone();
-    ///         async move {
-    ///             let joined = subscriptions.subscribe(conn.clone(), request, object).await?;
-    ///             tracing::info!(connection = conn.id(), group = %joined.0.group, "subscribed");
-    ///             Ok::<_, Error>(joined)
-    ///         }
-    ///     },
-    /// );
-    /// # let _ = handlers;
-    /// ```
+    /// Checks the hook, then joins: `{"group": "todo-1"}` or `ACCESS_DENIED`. A subscriber
+    /// that sent `since` gets no replay and no position this way: see
+    /// [`subscribe_since`](Self::subscribe_since).
     pub async fn subscribe(
         &self,
         connection: Connection,
@@ -280,6 +262,40 @@ impl Subscriptions {
     /// Checks the hook, then joins as a subscriber that asked for positions: what it missed
     /// is queued before the reply, which carries the position (and, after a position,
     /// whether it was recovered).
+    ///
+    /// A `subscribe` of your own that does more than the stock one, and still resumes (the
+    /// group's presence events, `"presence": true`, come only with the stock
+    /// [`handlers`](Self::handlers)):
+    ///
+    /// ```
+    /// use rohrpost::groups::Since;
+    /// use rohrpost::prelude::*;
+    /// use rohrpost::subscribe::{GroupObject, Subscriptions};
+    ///
+    /// #[derive(Deserialize)]
+    /// struct Subscribe {
+    ///     #[serde(flatten)]
+    ///     object: GroupObject,
+    ///     #[serde(default, deserialize_with = "Since::deserialize_present")]
+    ///     since: Since,
+    /// }
+    ///
+    /// let subscriptions = Subscriptions::token("hunter2");
+    /// let handlers = Handlers::new().handler(
+    ///     "subscribe",
+    ///     move |conn: Connection, request: Request, Data(data): Data<Subscribe>| {
+    ///         let subscriptions = subscriptions.clone();
+    ///         async move {
+    ///             let joined = subscriptions
+    ///                 .subscribe_since(conn.clone(), request, data.object, data.since)
+    ///                 .await?;
+    ///             tracing::info!(connection = conn.id(), group = %joined.0.group, "subscribed");
+    ///             Ok::<_, Error>(joined)
+    ///         }
+    ///     },
+    /// );
+    /// # let _ = handlers;
+    /// ```
     pub async fn subscribe_since(
         &self,
         connection: Connection,

@@ -390,14 +390,17 @@ impl Client {
     /// ```
     /// use rohrpost::client::{Client, ConnectionState};
     ///
-    /// /// Logs each time the connection drops and comes back.
+    /// /// Logs the state whenever this task sees it change. A watch keeps only the latest
+    /// /// state: a drop and reconnection quicker than the task may show as `Connected` alone.
     /// async fn follow(client: Client) {
     ///     let mut states = client.state_changes();
     ///     while states.changed().await.is_ok() {
     ///         let state = *states.borrow();
     ///         match state {
-    ///             ConnectionState::Reconnecting { attempt } => tracing::warn!(attempt, "offline"),
-    ///             ConnectionState::Connected => tracing::info!("back online"),
+    ///             // One per attempt: the first is the drop.
+    ///             ConnectionState::Reconnecting { attempt: 1 } => tracing::warn!("offline"),
+    ///             ConnectionState::Reconnecting { attempt } => tracing::debug!(attempt, "still offline"),
+    ///             ConnectionState::Connected => tracing::info!("online"),
     ///             ConnectionState::Closed => break,
     ///         }
     ///     }

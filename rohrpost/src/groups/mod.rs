@@ -563,7 +563,8 @@ impl Groups {
     /// #[rohrpost_handler("board.follow")]
     /// async fn follow(conn: Connection, groups: Groups, Data(follow): Data<Follow>) -> Result<Value, Error> {
     ///     let joined = groups.join_since(&format!("board-{}", follow.board), &conn, &follow.since).await?;
-    ///     // `recovered: false`: what was missed is gone from the history; refetch the board.
+    ///     // `recovered: false`: what was missed could not be replayed (no history, another
+    ///     // epoch, too much missed): the client refetches the board. `null` without a position.
     ///     Ok(json!({ "position": joined.position, "recovered": joined.recovered }))
     /// }
     /// ```

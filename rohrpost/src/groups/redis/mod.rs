@@ -136,7 +136,7 @@ impl RedisGroups {
     /// let redis = RedisGroups::connect_with("redis://127.0.0.1:6379/", "shop:", Duration::from_millis(500)).await?;
     /// // Before taking traffic: the subscription connection is up too.
     /// if !redis.wait_until_connected(Duration::from_secs(5)).await {
-    ///     tracing::warn!("Redis pub/sub not ready yet: pushes from other nodes may be late");
+    ///     tracing::warn!("Redis pub/sub not up yet: pushes from other nodes are missed until it is");
     /// }
     /// let server = Server::builder().groups(Groups::new(redis)).bind("0.0.0.0:8000").await?;
     /// # let _ = server;
