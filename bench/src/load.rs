@@ -231,6 +231,14 @@ pub(crate) struct FanoutResult {
     pub generator_sleeps: u64,
 }
 
+impl FanoutResult {
+    /// The share of one core the generator used while the updates went out: above
+    /// [`GENERATOR_LIMIT`](crate::GENERATOR_LIMIT) the figures are the generator's.
+    pub(crate) fn generator_share(&self) -> f64 {
+        self.generator_cpu.as_secs_f64() / self.elapsed.as_secs_f64()
+    }
+}
+
 /// How many subscribers and updates a [`fanout`] run has, and how it paces them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FanoutShape {

@@ -214,7 +214,6 @@ async fn presence(members: usize, rounds: usize) -> Value {
                 .filter(|(name, _)| name.starts_with("eval"))
                 .map(|(_, calls)| calls)
                 .sum();
-            let round2 = |x: f64| (x * 100.0).round() / 100.0;
             rows.push(json!({
                 "round": round, "group": label, "members": members,
                 "joined_ms": (result.joined.as_secs_f64() * 1e4).round() / 10.0,
@@ -303,7 +302,7 @@ async fn resume(clients: usize, missed: usize, rows: usize, rounds: usize, redis
         time_ratios.push(pair[1].1.elapsed.as_secs_f64() / pair[0].1.elapsed.as_secs_f64());
         for (kind, result, cpu, generator) in &pair {
             rows_out.push(json!({
-                "generator_cpu_share": (generator * 100.0).round() / 100.0,
+                "generator_cpu_share": round2(*generator),
                 "round": round, "server": format!("{kind:?}"), "recovered": result.recovered,
                 "all_current_ms": (result.elapsed.as_secs_f64() * 1e4).round() / 10.0,
                 "current": quantiles(&result.current),
@@ -382,8 +381,13 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
+/// `x` to two decimals, as the tables print it.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// A generator busier than this share of its core may be what limits the figures.
-const GENERATOR_LIMIT: f64 = 0.85;
+pub(crate) const GENERATOR_LIMIT: f64 = 0.85;
 
 /// Says in words that a run's figures measure the load generator, when they do.
 fn warn_if_generator_bound(saturated: bool) {
@@ -449,11 +453,11 @@ async fn rtt(connections: usize, in_flight: usize, seconds: Duration, rounds: us
         for (kind, result, server_share, generator_share) in &runs {
             rows.push(json!({
                 "round": round, "server": format!("{kind:?}"), "msgs_per_s": result.per_second().round(),
-                "x_echo": (result.per_second() / base.per_second() * 100.0).round() / 100.0,
+                "x_echo": round2(result.per_second() / base.per_second()),
                 "latency": quantiles(&result.latency),
-                "server_cpu_share": (server_share * 100.0).round() / 100.0,
+                "server_cpu_share": round2(*server_share),
                 "server_cpu_us_per_msg": (server_share * 1e8 / result.per_second()).round() / 100.0,
-                "generator_cpu_share": (generator_share * 100.0).round() / 100.0,
+                "generator_cpu_share": round2(*generator_share),
             }));
         }
     }
@@ -518,7 +522,7 @@ async fn conns(count: usize, fds: u64) -> Value {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = server.rss_kib();
         let per_connection = (after.saturating_sub(before)) as f64 / count as f64;
-        rows.push(json!({"server": format!("{kind:?}"), "connections": sockets.len(), "rss_before_kib": before, "rss_after_kib": after, "kib_per_connection": (per_connection * 100.0).round() / 100.0}));
+        rows.push(json!({"server": format!("{kind:?}"), "connections": sockets.len(), "rss_before_kib": before, "rss_after_kib": after, "kib_per_connection": round2(per_connection)}));
         drop(sockets);
     }
     println!("mode conns: {count} idle connections (open-file limit {fds})");
@@ -578,7 +582,7 @@ async fn fanout(
             .await;
             // Both over the updates only: the subscribers' handshakes are not deliveries.
             let cpu = result.server_cpu;
-            let generator = result.generator_cpu.as_secs_f64() / result.elapsed.as_secs_f64();
+            let generator = result.generator_share();
             progress.finish_and_clear();
             let cpu_per_delivery_us = cpu.as_secs_f64() * 1e6 / result.deliveries.max(1) as f64;
             let user_per_delivery_us =
@@ -600,10 +604,10 @@ async fn fanout(
         for (kind, result, cpu, user, generator) in &pair {
             rows.push(json!({
                 "round": round, "server": format!("{kind:?}"), "deliveries": result.deliveries,
-                "generator_cpu_share": (generator * 100.0).round() / 100.0,
+                "generator_cpu_share": round2(*generator),
                 "deliveries_per_s": (result.deliveries as f64 / result.elapsed.as_secs_f64()).round(),
-                "cpu_us_per_delivery": (cpu * 100.0).round() / 100.0,
-                "user_us_per_delivery": (user * 100.0).round() / 100.0,
+                "cpu_us_per_delivery": round2(*cpu),
+                "user_us_per_delivery": round2(*user),
                 "server_sleeps_per_delivery": per_delivery(result.server_sleeps, result.deliveries),
                 "generator_sleeps_per_delivery": per_delivery(result.generator_sleeps, result.deliveries),
                 "delivery": quantiles(&result.delivery), "all_subscribers": quantiles(&result.complete),
@@ -662,6 +666,7 @@ async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
     let mut rows = Vec::new();
     let mut p50_ratios = Vec::new();
     let mut p99_ratios = Vec::new();
+    let mut saturated = false;
     let directory = tempfile::tempdir().expect("temporary directory");
     let shape = load::FanoutShape {
         subscribers,
@@ -718,25 +723,29 @@ async fn redis(subscribers: usize, updates: usize, rounds: usize) -> Value {
                 / pair[0].1.delivery.value_at_quantile(0.99) as f64,
         );
         for (cross_node, result) in &pair {
-            rows.push(json!({"round": round, "layer": if *cross_node { "redis, 2 nodes" } else { "in-process" }, "deliveries": result.deliveries, "delivery": quantiles(&result.delivery)}));
+            let generator = result.generator_share();
+            saturated |= generator > GENERATOR_LIMIT;
+            rows.push(json!({"round": round, "layer": if *cross_node { "redis, 2 nodes" } else { "in-process" }, "deliveries": result.deliveries, "delivery": quantiles(&result.delivery), "generator_cpu_share": round2(generator)}));
         }
     }
     println!("mode redis: {subscribers} subscribers, {updates} updates, {rounds} rounds");
     println!(
-        "{:>6} {:>16} {:>11} {:>10} {:>10}",
-        "round", "layer", "deliveries", "p50 us", "p99 us"
+        "{:>6} {:>16} {:>11} {:>10} {:>10} {:>14}",
+        "round", "layer", "deliveries", "p50 us", "p99 us", "generator CPU"
     );
     for row in &rows {
         println!(
-            "{:>6} {:>16} {:>11} {:>10} {:>10}",
+            "{:>6} {:>16} {:>11} {:>10} {:>10} {:>14}",
             row["round"].to_string(),
             row["layer"].as_str().unwrap_or(""),
             row["deliveries"].to_string(),
             row["delivery"]["p50_us"].to_string(),
-            row["delivery"]["p99_us"].to_string()
+            row["delivery"]["p99_us"].to_string(),
+            row["generator_cpu_share"].to_string()
         );
     }
     let summary = json!({"p50_ratio_median": median(&mut p50_ratios), "p99_ratio_median": median(&mut p99_ratios)});
     println!("redis / in-process: {summary}");
-    json!({"mode": "redis", "subscribers": subscribers, "updates": updates, "rows": rows, "summary": summary})
+    warn_if_generator_bound(saturated);
+    json!({"mode": "redis", "subscribers": subscribers, "updates": updates, "generator_bound": saturated, "rows": rows, "summary": summary})
 }
