@@ -4,6 +4,14 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Prints why a test is skipped; with `ROHRPOST_REQUIRE_REDIS=1` (as in CI) fails instead.
+fn skip_unless_required(reason: &str) {
+    if std::env::var("ROHRPOST_REQUIRE_REDIS").as_deref() == Ok("1") {
+        panic!("{reason}, and ROHRPOST_REQUIRE_REDIS=1");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 /// A running `redis-server`, killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
@@ -21,10 +29,7 @@ impl RedisServer {
             .status()
             .is_err()
         {
-            if std::env::var("ROHRPOST_REQUIRE_REDIS").as_deref() == Ok("1") {
-                panic!("redis-server is not installed, and ROHRPOST_REQUIRE_REDIS=1");
-            }
-            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
+            skip_unless_required("redis-server is not installed (apt-get install redis-server)");
             return None;
         }
         let port = free_port();
@@ -85,7 +90,8 @@ impl RedisServer {
 
     /// `CLIENT PAUSE ms WRITE`: for `pause`, or until [`unpause`](Self::unpause), Redis
     /// holds back every command that writes (scripts included) and answers the rest.
-    /// `false`, with the reason printed, when this Redis is older than 6.2 (no `WRITE` mode).
+    /// `false`, with the reason printed, when this Redis is older than 6.2 (no `WRITE` mode);
+    /// with `ROHRPOST_REQUIRE_REDIS=1` that fails instead.
     pub async fn pause_writes(&self, pause: Duration) -> bool {
         let mut connection = self.connection().await;
         let info: String = redis::cmd("INFO")
@@ -102,7 +108,9 @@ impl RedisServer {
             .map(|part| part.parse().unwrap_or(0))
             .collect();
         if version.as_slice() < [6, 2].as_slice() {
-            println!("skipped: CLIENT PAUSE WRITE needs Redis 6.2 or later, this is {version:?}");
+            skip_unless_required(&format!(
+                "CLIENT PAUSE WRITE needs Redis 6.2 or later, this is {version:?}"
+            ));
             return false;
         }
         redis::cmd("CLIENT")
